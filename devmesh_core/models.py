@@ -1,0 +1,261 @@
+"""Domain models shared by every layer: the log event and the shapes queries return.
+
+``LogEvent`` is what producers send (the shipper, the HTTP API, file import). Its
+``fingerprint`` is the dedup key: the same entry sent twice (a shipper re-sending a batch
+after a crash, a file imported again) lands once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from functools import cached_property
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+MAX_MESSAGE_CHARS = 1_048_576
+"""Longest message accepted (1 Mi characters). Longer ones are rejected, never truncated."""
+
+
+class Level(str, Enum):
+    """Normalised severity. Stored as its ``rank`` so "at least WARNING" is a range query."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+    @property
+    def rank(self) -> int:
+        return LEVEL_RANK[self]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Level:
+        return RANK_LEVEL[rank]
+
+    @classmethod
+    def parse(cls, value: object) -> Level:
+        """Normalise a level name, alias, syslog priority (0–7) or Python logging number."""
+        if isinstance(value, Level):
+            return value
+        if isinstance(value, bool):
+            raise ValueError(f"not a log level: {value!r}")
+        if isinstance(value, int):
+            if value in _SYSLOG_PRIORITY:
+                return _SYSLOG_PRIORITY[value]
+            if value in RANK_LEVEL:
+                return RANK_LEVEL[value]
+            raise ValueError(f"not a log level: {value!r}")
+        if isinstance(value, str):
+            text = value.strip()
+            if text.isdigit():
+                return cls.parse(int(text))
+            found = _ALIASES.get(text.upper())
+            if found is not None:
+                return found
+        raise ValueError(
+            f"not a log level: {value!r} (use DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+            "a common alias such as WARN or FATAL, or a syslog priority 0-7)"
+        )
+
+
+LEVEL_RANK: dict[Level, int] = {
+    Level.DEBUG: 10,
+    Level.INFO: 20,
+    Level.WARNING: 30,
+    Level.ERROR: 40,
+    Level.CRITICAL: 50,
+}
+RANK_LEVEL: dict[int, Level] = {rank: level for level, rank in LEVEL_RANK.items()}
+_SYSLOG_PRIORITY: dict[int, Level] = {
+    0: Level.CRITICAL,  # emerg
+    1: Level.CRITICAL,  # alert
+    2: Level.CRITICAL,  # crit
+    3: Level.ERROR,  # err
+    4: Level.WARNING,  # warning
+    5: Level.INFO,  # notice
+    6: Level.INFO,  # info
+    7: Level.DEBUG,  # debug
+}
+_ALIASES: dict[str, Level] = {
+    "DEBUG": Level.DEBUG,
+    "TRACE": Level.DEBUG,
+    "VERBOSE": Level.DEBUG,
+    "DBG": Level.DEBUG,
+    "INFO": Level.INFO,
+    "INFORMATION": Level.INFO,
+    "INFORMATIONAL": Level.INFO,
+    "NOTICE": Level.INFO,
+    "LOG": Level.INFO,
+    "WARNING": Level.WARNING,
+    "WARN": Level.WARNING,
+    "ERROR": Level.ERROR,
+    "ERR": Level.ERROR,
+    "SEVERE": Level.ERROR,
+    "CRITICAL": Level.CRITICAL,
+    "CRIT": Level.CRITICAL,
+    "FATAL": Level.CRITICAL,
+    "ALERT": Level.CRITICAL,
+    "EMERG": Level.CRITICAL,
+    "EMERGENCY": Level.CRITICAL,
+    "PANIC": Level.CRITICAL,
+}
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+ShortId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+
+
+def to_utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC; a naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the Unix epoch (the storage form of every timestamp)."""
+    value = to_utc(value)
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """Inverse of :func:`to_micros`."""
+    seconds, rest = divmod(micros, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class LogEvent(BaseModel):
+    """One log entry as a producer sends it.
+
+    Timestamps are kept in UTC with microsecond precision; a timestamp without an offset is
+    taken to be UTC. ``source_id`` is the producer's own identity for the entry (a journald
+    cursor, a file offset) and makes two otherwise identical lines distinct.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timestamp: datetime
+    source: Name = "unknown"
+    service: Name
+    host: Name
+    level: Level = Level.INFO
+    message: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
+    trace_id: ShortId | None = None
+    span_id: ShortId | None = None
+    event_type: ShortId | None = None
+    error_code: ShortId | None = None
+    source_id: Annotated[str, StringConstraints(max_length=512)] | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_extra(cls, data: Any) -> Any:
+        """Keep unknown top-level keys in ``meta`` rather than refusing the whole event.
+
+        Keys that only describe a stored row (``id``, ``fingerprint``, ``ingested_at``) are
+        dropped, so the output of ``devmesh logs --json`` can be imported again.
+        """
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        unknown = [key for key in data if key not in fields]
+        if not unknown:
+            return data
+        data = dict(data)
+        extra = {key: data.pop(key) for key in unknown}
+        for key in _STORED_ONLY:
+            extra.pop(key, None)
+        if extra:
+            meta = data.get("meta")
+            if meta is None:
+                meta = {}
+            if not isinstance(meta, dict):
+                return data  # let field validation report the bad meta
+            data["meta"] = {**extra, **meta}
+        return data
+
+    @field_validator("timestamp", mode="after")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return to_utc(value)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> Level:
+        return Level.parse(value)
+
+    @cached_property
+    def fingerprint_bytes(self) -> bytes:
+        """16-byte BLAKE2b of host, service, timestamp, message and source id: the dedup key."""
+        parts = (
+            self.host,
+            self.service,
+            str(to_micros(self.timestamp)),
+            self.message,
+            self.source_id or "",
+        )
+        return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).digest()
+
+    @property
+    def fingerprint(self) -> str:
+        """Hex form of :attr:`fingerprint_bytes`, as the API shows it."""
+        return self.fingerprint_bytes.hex()
+
+
+_STORED_ONLY = frozenset({"id", "fingerprint", "ingested_at"})
+
+
+class StoredEvent(LogEvent):
+    """A log event as the store returns it, with its row id and ingestion time."""
+
+    id: int
+    ingested_at: datetime
+
+    def to_api(self) -> dict[str, Any]:
+        """JSON-ready form used by the API and ``devmesh logs --json``."""
+        data = self.model_dump(mode="json")
+        data["fingerprint"] = self.fingerprint
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    """What a bulk insert did: rows newly stored and rows recognised as already present."""
+
+    stored: int
+    duplicates: int
+
+    def __add__(self, other: InsertResult) -> InsertResult:
+        return InsertResult(self.stored + other.stored, self.duplicates + other.duplicates)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One input object refused, by its position in the batch, with a reason a person can act on."""
+
+    index: int
+    error: str
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """Outcome of ingesting a batch: stored, duplicate and rejected items."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)

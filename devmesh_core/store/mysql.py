@@ -1,0 +1,149 @@
+"""MariaDB / MySQL adapter (through pymysql): the store for a fleet."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pymysql
+import pymysql.err
+
+from devmesh_core.errors import BackendError, BackendUnavailable, ConfigError, DevMeshError
+from devmesh_core.store.sql import INSERT_COLUMNS, Migration, SQLLogStore
+
+_TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
+# Names compare exactly (as in SQLite); only the message is case-insensitive, for LIKE.
+_NAME = "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+_SHORT = "VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+
+_V1 = Migration(
+    1,
+    (
+        f"""CREATE TABLE logs (
+            id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            ts BIGINT NOT NULL,
+            ingested_at BIGINT NOT NULL,
+            source {_NAME} NOT NULL,
+            service {_NAME} NOT NULL,
+            host {_NAME} NOT NULL,
+            level TINYINT UNSIGNED NOT NULL,
+            message MEDIUMTEXT NOT NULL,
+            trace_id {_SHORT} NULL,
+            span_id {_SHORT} NULL,
+            event_type {_SHORT} NULL,
+            error_code {_SHORT} NULL,
+            meta MEDIUMTEXT NULL,
+            source_id VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+            fingerprint BINARY(16) NOT NULL,
+            UNIQUE KEY ux_logs_fingerprint (fingerprint),
+            KEY ix_logs_ts (ts),
+            KEY ix_logs_service_level_ts (service, level, ts),
+            KEY ix_logs_host_level_ts (host, level, ts),
+            KEY ix_logs_level_ts (level, ts),
+            KEY ix_logs_trace (trace_id)
+        ) {_TABLE_OPTIONS}""",
+        f"""CREATE TABLE api_tokens (
+            id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            name {_NAME} NOT NULL,
+            token_hash CHAR(64) CHARACTER SET ascii NOT NULL,
+            created_at BIGINT NOT NULL,
+            revoked_at BIGINT NULL,
+            UNIQUE KEY ux_api_tokens_hash (token_hash)
+        ) {_TABLE_OPTIONS}""",
+    ),
+)
+
+# pymysql rewrites executemany of this form into multi-row INSERTs of up to ~1 MB each.
+# ON DUPLICATE KEY UPDATE (not INSERT IGNORE, which would also swallow data errors) makes a
+# duplicate fingerprint a no-op that reports 0 affected rows.
+_INSERT = (
+    f"INSERT INTO logs ({', '.join(INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('%s' for _ in INSERT_COLUMNS)}) "
+    "ON DUPLICATE KEY UPDATE id = id"
+)
+
+# Client-side errors meaning "the server is gone or unreachable", worth a reconnect.
+_CONNECTION_ERRORS = {2003, 2006, 2013, 2055, 1040, 1053, 1205, 1213}
+
+
+class MySQLLogStore(SQLLogStore):
+    """Logs in a MariaDB (or MySQL) database."""
+
+    backend = "mysql"
+    placeholder = "%s"
+    migrations = (_V1,)
+
+    def __init__(self, **connect_args: Any) -> None:
+        super().__init__()
+        self._connect_args = connect_args
+
+    @classmethod
+    def from_url(cls, url: str) -> MySQLLogStore:
+        """``mysql://user:password@host:port/database?unix_socket=/path&connect_timeout=5``."""
+        parts = urlsplit(url)
+        database = unquote(parts.path.lstrip("/"))
+        if not database:
+            raise ConfigError(f"MySQL URL {url!r} names no database (mysql://user@host/db)")
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        args: dict[str, Any] = {
+            "host": parts.hostname or "127.0.0.1",
+            "port": parts.port or 3306,
+            "user": unquote(parts.username or "root"),
+            "password": unquote(parts.password or ""),
+            "database": database,
+            "connect_timeout": int(options.get("connect_timeout", 5)),
+            "read_timeout": int(options.get("read_timeout", 60)),
+            "write_timeout": int(options.get("write_timeout", 60)),
+        }
+        if "unix_socket" in options:
+            args["unix_socket"] = options["unix_socket"]
+        return cls(**args)
+
+    @property
+    def database(self) -> str:
+        return str(self._connect_args["database"])
+
+    def _connect(self) -> Any:
+        return pymysql.connect(
+            **self._connect_args,
+            charset="utf8mb4",
+            autocommit=False,
+            init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        )
+
+    def _translate(self, exc: Exception) -> DevMeshError | None:
+        if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InterfaceError):
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+            if code in _CONNECTION_ERRORS or isinstance(exc, pymysql.err.InterfaceError):
+                return BackendUnavailable(f"mysql: {exc}", backend="mysql")
+            return BackendError(f"mysql: {exc}", backend="mysql")
+        if isinstance(exc, pymysql.err.MySQLError):
+            return BackendError(f"mysql: {exc}", backend="mysql")
+        if isinstance(exc, OSError | EOFError):
+            return BackendUnavailable(f"mysql: {exc}", backend="mysql")
+        return None
+
+    def _insert_rows(self, cur: Any, rows: list[tuple[Any, ...]]) -> int:
+        return int(cur.executemany(_INSERT, rows) or 0)
+
+    def _delete_batch(self, cur: Any, cutoff_us: int, batch_size: int) -> int:
+        cur.execute("DELETE FROM logs WHERE ts < %s ORDER BY ts LIMIT %s", (cutoff_us, batch_size))
+        return int(cur.rowcount)
+
+    @contextmanager
+    def _migration_lock(self, conn: Any) -> Iterator[None]:
+        # DDL commits implicitly in MariaDB, so a transaction cannot serialise migrations;
+        # a named server lock does.
+        with conn.cursor() as cur:
+            cur.execute("SELECT GET_LOCK('devmesh_migrate', 60)")
+            (got,) = cur.fetchone()
+        if got != 1:
+            raise BackendUnavailable("timed out waiting for the migration lock", backend="mysql")
+        try:
+            yield
+        finally:
+            with conn.cursor() as cur:
+                cur.execute("SELECT RELEASE_LOCK('devmesh_migrate')")
+                cur.fetchone()

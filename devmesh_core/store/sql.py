@@ -1,0 +1,432 @@
+"""SQL machinery shared by the SQLite and MariaDB adapters.
+
+Both adapters store timestamps as integer microseconds (UTC), levels as their rank, and the
+16-byte fingerprint under a UNIQUE index so dedup happens in the database. Queries filter on
+composite ``(service|host|level, level, ts)`` indexes; a minimum-level filter is run as one
+index-ordered sub-select per level, merged by the database, so "latest errors of nginx" reads
+about ``limit`` index entries whatever the table size.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+
+from devmesh_core.errors import BackendUnavailable, DevMeshError, SchemaError
+from devmesh_core.models import (
+    LEVEL_RANK,
+    InsertResult,
+    Level,
+    LogEvent,
+    StoredEvent,
+    from_micros,
+    to_micros,
+)
+from devmesh_core.store.base import Cursor, LogQuery, LogStore, Page
+
+T = TypeVar("T")
+
+INSERT_COLUMNS = (
+    "ts",
+    "ingested_at",
+    "source",
+    "service",
+    "host",
+    "level",
+    "message",
+    "trace_id",
+    "span_id",
+    "event_type",
+    "error_code",
+    "meta",
+    "source_id",
+    "fingerprint",
+)
+SELECT_COLUMNS = ("id", *INSERT_COLUMNS)
+_SELECT_LIST = ", ".join(SELECT_COLUMNS)
+_ALL_RANKS = sorted(LEVEL_RANK.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema version: the statements that take the schema from ``version - 1`` to it."""
+
+    version: int
+    statements: tuple[str, ...]
+
+
+def event_row(event: LogEvent, now_us: int) -> tuple[Any, ...]:
+    """The storage tuple of an event, in :data:`INSERT_COLUMNS` order."""
+    meta = event.meta
+    return (
+        to_micros(event.timestamp),
+        now_us,
+        event.source,
+        event.service,
+        event.host,
+        LEVEL_RANK[event.level],
+        event.message,
+        event.trace_id,
+        event.span_id,
+        event.event_type,
+        event.error_code,
+        orjson.dumps(meta).decode() if meta else None,
+        event.source_id,
+        event.fingerprint_bytes,
+    )
+
+
+def stored_event(row: Sequence[Any]) -> StoredEvent:
+    """Build a :class:`StoredEvent` from a row in :data:`SELECT_COLUMNS` order (trusted data)."""
+    (row_id, ts, ingested, source, service, host, level, message, trace_id, span_id,
+     event_type, error_code, meta, source_id, fingerprint) = row
+    event = StoredEvent.model_construct(
+        id=row_id,
+        timestamp=from_micros(ts),
+        ingested_at=from_micros(ingested),
+        source=source,
+        service=service,
+        host=host,
+        level=Level.from_rank(level),
+        message=message,
+        trace_id=trace_id,
+        span_id=span_id,
+        event_type=event_type,
+        error_code=error_code,
+        meta=orjson.loads(meta) if meta else {},
+        source_id=source_id,
+    )
+    event.__dict__["fingerprint_bytes"] = bytes(fingerprint)
+    return event
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` as a literal substring (escape character ``!``)."""
+    escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return f"%{escaped}%"
+
+
+class SQLLogStore(LogStore):
+    """``LogStore`` over a DB-API driver; subclasses supply connections and dialect details.
+
+    Each thread gets its own connection (neither sqlite3 nor pymysql connections may be
+    shared between threads); all are closed by :meth:`close`.
+    """
+
+    placeholder = "?"
+    migrations: tuple[Migration, ...] = ()
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- adapter hooks -------------------------------------------------------------------
+    @abstractmethod
+    def _connect(self) -> Any:
+        """Open a new DB-API connection in autocommit-off, ready-to-use state."""
+
+    @abstractmethod
+    def _translate(self, exc: Exception) -> DevMeshError | None:
+        """Map a driver exception to DevMesh's tree, or ``None`` if it is not a driver error."""
+
+    @abstractmethod
+    def _insert_rows(self, cur: Any, rows: list[tuple[Any, ...]]) -> int:
+        """Insert rows skipping duplicate fingerprints; return the number stored."""
+
+    @abstractmethod
+    def _delete_batch(self, cur: Any, cutoff_us: int, batch_size: int) -> int:
+        """Delete up to ``batch_size`` rows older than ``cutoff_us``; return how many."""
+
+    @abstractmethod
+    def _migration_lock(self, conn: Any) -> AbstractContextManager[None]:
+        """Hold a lock so that two processes never migrate the same database at once."""
+
+    def _begin(self, conn: Any) -> None:
+        """Start a transaction (drivers that open one implicitly need nothing)."""
+
+    # -- connection handling -------------------------------------------------------------
+    def _conn(self) -> Any:
+        if self._closed:
+            raise BackendUnavailable("store is closed", backend=self.backend)
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = self._connect()
+            except Exception as exc:
+                raise self._wrap(exc) from exc
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _discard(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is None:
+            return
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        try:
+            conn.close()
+        except Exception:  # noqa: S110 - the connection is already broken
+            pass
+
+    def _wrap(self, exc: Exception) -> DevMeshError:
+        mapped = self._translate(exc)
+        if mapped is not None:
+            return mapped
+        if isinstance(exc, DevMeshError):
+            return exc
+        return BackendUnavailable(f"{self.backend}: {exc}", backend=self.backend)
+
+    def _run(self, work: Callable[[Any], T], *, write: bool, retry: bool = True) -> T:
+        """Run ``work(cursor)`` in a transaction on this thread's connection.
+
+        A lost connection is replaced and the work retried once: every write here is
+        idempotent (fingerprint dedup, deletes by predicate), so a retry cannot double data.
+        """
+        attempts = 2 if retry else 1
+        for attempt in range(attempts):
+            conn = self._conn()
+            try:
+                if write:
+                    self._begin(conn)
+                cur = conn.cursor()
+                try:
+                    result = work(cur)
+                finally:
+                    cur.close()
+                conn.commit()
+                return result
+            except Exception as exc:
+                mapped = self._wrap(exc)
+                try:
+                    conn.rollback()
+                except Exception:
+                    self._discard()
+                if isinstance(mapped, BackendUnavailable):
+                    self._discard()
+                    if attempt + 1 < attempts:
+                        continue
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+            self._closed = True
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:  # noqa: S110 - closing is best effort
+                pass
+
+    # -- schema --------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """The schema version recorded in the database (0 for an empty database)."""
+
+        def read(cur: Any) -> int:
+            cur.execute("SELECT MAX(version) FROM schema_version")
+            row = cur.fetchone()
+            return int(row[0]) if row and row[0] is not None else 0
+
+        return self._run(read, write=False)
+
+    def migrate(self) -> int:
+        latest = self.migrations[-1].version if self.migrations else 0
+        conn = self._conn()
+        with self._migration_lock(conn):
+
+            def apply(cur: Any) -> int:
+                cur.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version "
+                    "(version INTEGER NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)"
+                )
+                cur.execute("SELECT MAX(version) FROM schema_version")
+                row = cur.fetchone()
+                current = int(row[0]) if row and row[0] is not None else 0
+                if current > latest:
+                    raise SchemaError(
+                        f"database schema is version {current}, newer than this DevMesh "
+                        f"({latest}); upgrade DevMesh",
+                        backend=self.backend,
+                    )
+                p = self.placeholder
+                for migration in self.migrations:
+                    if migration.version <= current:
+                        continue
+                    for statement in migration.statements:
+                        cur.execute(statement)
+                    cur.execute(
+                        f"INSERT INTO schema_version (version, applied_at) VALUES ({p}, {p})",
+                        (migration.version, _now_us()),
+                    )
+                    current = migration.version
+                return current
+
+            return self._run(apply, write=True, retry=False)
+
+    # -- writes --------------------------------------------------------------------------
+    def insert(self, events: Sequence[LogEvent]) -> InsertResult:
+        if not events:
+            return InsertResult(0, 0)
+        now = _now_us()
+        rows = [event_row(event, now) for event in events]
+        stored = self._run(lambda cur: self._insert_rows(cur, rows), write=True)
+        return InsertResult(stored=stored, duplicates=len(rows) - stored)
+
+    def delete_older_than(self, cutoff: datetime, batch_size: int = 10_000) -> int:
+        cutoff_us = to_micros(cutoff)
+        total = 0
+        while True:
+            deleted = self._run(
+                lambda cur: self._delete_batch(cur, cutoff_us, batch_size), write=True
+            )
+            total += deleted
+            if deleted < batch_size:
+                return total
+
+    # -- reads ---------------------------------------------------------------------------
+    def _filters(self, query: LogQuery) -> tuple[list[str], list[Any]]:
+        """WHERE terms for every filter except the level (callers add it their way)."""
+        p = self.placeholder
+        terms: list[str] = []
+        params: list[Any] = []
+        if query.service is not None:
+            terms.append(f"service = {p}")
+            params.append(query.service)
+        if query.host is not None:
+            terms.append(f"host = {p}")
+            params.append(query.host)
+        if query.trace_id is not None:
+            terms.append(f"trace_id = {p}")
+            params.append(query.trace_id)
+        if query.start_time is not None:
+            terms.append(f"ts >= {p}")
+            params.append(to_micros(query.start_time))
+        if query.end_time is not None:
+            terms.append(f"ts < {p}")
+            params.append(to_micros(query.end_time))
+        if query.text:
+            terms.append(f"message LIKE {p} ESCAPE '!'")
+            params.append(like_pattern(query.text))
+        return terms, params
+
+    def _select(self, query: LogQuery) -> tuple[str, list[Any]]:
+        p = self.placeholder
+        terms, params = self._filters(query)
+        direction = "DESC" if query.order == "desc" else "ASC"
+        if query.cursor:
+            c = Cursor.decode(query.cursor, query.order)
+            op = "<" if query.order == "desc" else ">"
+            terms.append(f"ts {op}= {p} AND (ts {op} {p} OR id {op} {p})")
+            params.extend([c.ts, c.ts, c.id])
+        limit = int(query.limit)
+        offset = max(int(query.offset), 0)
+        fetch = limit + 1  # one more row than asked tells whether a next page exists
+        order_by = f"ORDER BY ts {direction}, id {direction}"
+        min_rank = query.level.rank if query.level is not None else _ALL_RANKS[0]
+        per_level = query.trace_id is None and (
+            min_rank > _ALL_RANKS[0] or query.service is not None or query.host is not None
+        )
+        if not per_level:
+            if min_rank > _ALL_RANKS[0]:
+                terms.append(f"level >= {p}")
+                params.append(min_rank)
+            where = f"WHERE {' AND '.join(terms)}" if terms else ""
+            sql = f"SELECT {_SELECT_LIST} FROM logs {where} {order_by} LIMIT {fetch} OFFSET {offset}"
+            return sql, params
+        parts: list[str] = []
+        all_params: list[Any] = []
+        for i, rank in enumerate(r for r in _ALL_RANKS if r >= min_rank):
+            where = " AND ".join([*terms, f"level = {p}"])
+            parts.append(
+                f"SELECT * FROM (SELECT {_SELECT_LIST} FROM logs WHERE {where} "
+                f"{order_by} LIMIT {fetch + offset}) AS p{i}"
+            )
+            all_params.extend([*params, rank])
+        sql = " UNION ALL ".join(parts) + f" {order_by} LIMIT {fetch} OFFSET {offset}"
+        return sql, all_params
+
+    def query(self, query: LogQuery) -> Page:
+        sql, params = self._select(query)
+
+        def read(cur: Any) -> list[Any]:
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+
+        rows = self._run(read, write=False)
+        events = [stored_event(row) for row in rows[: query.limit]]
+        next_cursor = None
+        if len(rows) > query.limit and events:
+            last = events[-1]
+            next_cursor = Cursor(query.order, to_micros(last.timestamp), last.id).encode()
+        return Page(events=events, next=next_cursor)
+
+    def count(self, query: LogQuery | None = None) -> int:
+        query = query or LogQuery()
+        terms, params = self._filters(query)
+        if query.level is not None and query.level.rank > _ALL_RANKS[0]:
+            terms.append(f"level >= {self.placeholder}")
+            params.append(query.level.rank)
+        where = f"WHERE {' AND '.join(terms)}" if terms else ""
+
+        def read(cur: Any) -> int:
+            cur.execute(f"SELECT COUNT(*) FROM logs {where}", params)
+            return int(cur.fetchone()[0])
+
+        return self._run(read, write=False)
+
+    def ping(self) -> None:
+        def read(cur: Any) -> None:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+
+        self._run(read, write=False)
+
+    # -- tokens --------------------------------------------------------------------------
+    def add_token(self, name: str, token_hash: str) -> None:
+        p = self.placeholder
+
+        def write(cur: Any) -> None:
+            cur.execute(
+                f"INSERT INTO api_tokens (name, token_hash, created_at) VALUES ({p}, {p}, {p})",
+                (name, token_hash, _now_us()),
+            )
+
+        self._run(write, write=True, retry=False)
+
+    def token_hashes(self) -> set[str]:
+        def read(cur: Any) -> set[str]:
+            cur.execute("SELECT token_hash FROM api_tokens WHERE revoked_at IS NULL")
+            return {row[0] for row in cur.fetchall()}
+
+        return self._run(read, write=False)
+
+    def revoke_token(self, name: str) -> int:
+        p = self.placeholder
+
+        def write(cur: Any) -> int:
+            cur.execute(
+                f"UPDATE api_tokens SET revoked_at = {p} WHERE name = {p} AND revoked_at IS NULL",
+                (_now_us(), name),
+            )
+            return int(cur.rowcount)
+
+        return self._run(write, write=True)
+
+
+def _now_us() -> int:
+    return to_micros(datetime.now(UTC))

@@ -1,0 +1,129 @@
+"""SQLite adapter: the embedded default store (one file in the data directory, WAL mode)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from devmesh_core.errors import BackendError, BackendUnavailable, ConfigError, DevMeshError
+from devmesh_core.store.sql import INSERT_COLUMNS, Migration, SQLLogStore
+
+_V1 = Migration(
+    1,
+    (
+        """CREATE TABLE logs (
+            id INTEGER PRIMARY KEY,
+            ts INTEGER NOT NULL,
+            ingested_at INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            service TEXT NOT NULL,
+            host TEXT NOT NULL,
+            level INTEGER NOT NULL,
+            message TEXT NOT NULL,
+            trace_id TEXT,
+            span_id TEXT,
+            event_type TEXT,
+            error_code TEXT,
+            meta TEXT,
+            source_id TEXT,
+            fingerprint BLOB NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX ux_logs_fingerprint ON logs (fingerprint)",
+        "CREATE INDEX ix_logs_ts ON logs (ts)",
+        "CREATE INDEX ix_logs_service_level_ts ON logs (service, level, ts)",
+        "CREATE INDEX ix_logs_host_level_ts ON logs (host, level, ts)",
+        "CREATE INDEX ix_logs_level_ts ON logs (level, ts)",
+        "CREATE INDEX ix_logs_trace ON logs (trace_id) WHERE trace_id IS NOT NULL",
+        """CREATE TABLE api_tokens (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        )""",
+    ),
+)
+
+_INSERT = (
+    f"INSERT INTO logs ({', '.join(INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in INSERT_COLUMNS)}) "
+    "ON CONFLICT (fingerprint) DO NOTHING"
+)
+
+
+class SQLiteLogStore(SQLLogStore):
+    """Logs in one SQLite file. WAL lets readers run while a writer inserts; ``synchronous=
+    NORMAL`` keeps commits durable across a process crash (a power cut may lose the last
+    transactions, never corrupt the file)."""
+
+    backend = "sqlite"
+    placeholder = "?"
+    migrations = (_V1,)
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
+        super().__init__()
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot create {path.parent}: {exc}", backend="sqlite") from exc
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteLogStore:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+        prefix = "sqlite:///"
+        if not url.startswith(prefix) or len(url) == len(prefix):
+            raise ConfigError(f"bad SQLite URL {url!r}: expected sqlite:///path/to/file.db")
+        path = url[len(prefix):].split("?", 1)[0]
+        if path == ":memory:":
+            raise ConfigError("an in-memory SQLite store is not supported; give a file path")
+        return cls(Path(path))
+
+    def _connect(self) -> Any:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout_ms / 1000,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _begin(self, conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _translate(self, exc: Exception) -> DevMeshError | None:
+        if isinstance(exc, sqlite3.OperationalError):
+            text = str(exc)
+            if "locked" in text or "busy" in text or "unable to open" in text or "disk" in text:
+                return BackendUnavailable(f"sqlite: {text}", backend="sqlite")
+            return BackendError(f"sqlite: {text}", backend="sqlite")
+        if isinstance(exc, sqlite3.Error):
+            return BackendError(f"sqlite: {exc}", backend="sqlite")
+        return None
+
+    def _insert_rows(self, cur: Any, rows: list[tuple[Any, ...]]) -> int:
+        before = cur.connection.total_changes
+        cur.executemany(_INSERT, rows)
+        return int(cur.connection.total_changes - before)
+
+    def _delete_batch(self, cur: Any, cutoff_us: int, batch_size: int) -> int:
+        cur.execute(
+            "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE ts < ? LIMIT ?)",
+            (cutoff_us, batch_size),
+        )
+        return int(cur.rowcount)
+
+    @contextmanager
+    def _migration_lock(self, conn: Any) -> Iterator[None]:
+        # BEGIN IMMEDIATE in _run already serialises writers across processes.
+        yield
