@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any
 
@@ -27,7 +27,7 @@ MAX_MESSAGE_CHARS = 1_048_576
 """Longest message accepted (1 Mi characters). Longer ones are rejected, never truncated."""
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     """Normalised severity. Stored as its ``rank`` so "at least WARNING" is a range query."""
 
     DEBUG = "DEBUG"

@@ -9,6 +9,7 @@ about ``limit`` index entries whatever the table size.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -85,8 +86,23 @@ def event_row(event: LogEvent, now_us: int) -> tuple[Any, ...]:
 
 def stored_event(row: Sequence[Any]) -> StoredEvent:
     """Build a :class:`StoredEvent` from a row in :data:`SELECT_COLUMNS` order (trusted data)."""
-    (row_id, ts, ingested, source, service, host, level, message, trace_id, span_id,
-     event_type, error_code, meta, source_id, fingerprint) = row
+    (
+        row_id,
+        ts,
+        ingested,
+        source,
+        service,
+        host,
+        level,
+        message,
+        trace_id,
+        span_id,
+        event_type,
+        error_code,
+        meta,
+        source_id,
+        fingerprint,
+    ) = row
     event = StoredEvent.model_construct(
         id=row_id,
         timestamp=from_micros(ts),
@@ -176,10 +192,8 @@ class SQLLogStore(LogStore):
         with self._lock:
             if conn in self._all:
                 self._all.remove(conn)
-        try:
+        with contextlib.suppress(Exception):  # best effort: it may be broken already
             conn.close()
-        except Exception:  # noqa: S110 - the connection is already broken
-            pass
 
     def _wrap(self, exc: Exception) -> DevMeshError:
         mapped = self._translate(exc)
@@ -228,10 +242,8 @@ class SQLLogStore(LogStore):
             conns, self._all = self._all, []
             self._closed = True
         for conn in conns:
-            try:
+            with contextlib.suppress(Exception):  # best effort: it may be broken already
                 conn.close()
-            except Exception:  # noqa: S110 - closing is best effort
-                pass
 
     # -- schema --------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -346,7 +358,9 @@ class SQLLogStore(LogStore):
                 terms.append(f"level >= {p}")
                 params.append(min_rank)
             where = f"WHERE {' AND '.join(terms)}" if terms else ""
-            sql = f"SELECT {_SELECT_LIST} FROM logs {where} {order_by} LIMIT {fetch} OFFSET {offset}"
+            sql = (
+                f"SELECT {_SELECT_LIST} FROM logs {where} {order_by} LIMIT {fetch} OFFSET {offset}"
+            )
             return sql, params
         parts: list[str] = []
         all_params: list[Any] = []

@@ -70,7 +70,9 @@ class SQLiteLogStore(SQLLogStore):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BackendUnavailable(f"cannot create {path.parent}: {exc}", backend="sqlite") from exc
+            raise BackendUnavailable(
+                f"cannot create {path.parent}: {exc}", backend="sqlite"
+            ) from exc
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteLogStore:
@@ -78,7 +80,7 @@ class SQLiteLogStore(SQLLogStore):
         prefix = "sqlite:///"
         if not url.startswith(prefix) or len(url) == len(prefix):
             raise ConfigError(f"bad SQLite URL {url!r}: expected sqlite:///path/to/file.db")
-        path = url[len(prefix):].split("?", 1)[0]
+        path = url[len(prefix) :].split("?", 1)[0]
         if path == ":memory:":
             raise ConfigError("an in-memory SQLite store is not supported; give a file path")
         return cls(Path(path))

@@ -1,0 +1,44 @@
+# The two Quick start commands: `make up` and `make test` (see README.md).
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install up test lint typecheck unit services bench clean
+
+# torch==2.13.0 (CPU) goes in first: otherwise pip resolves sentence-transformers' torch
+# requirement to a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(BIN)/devmesh up
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+services:
+	bash deploy/test-services.sh
+
+test: lint typecheck services
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python bench/store.py
+	$(BIN)/python bench/ingest_http.py
+	$(BIN)/python bench/query.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

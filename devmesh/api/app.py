@@ -1,0 +1,244 @@
+"""The DevMesh HTTP API (FastAPI): ingest and query logs, health and info.
+
+Thin by design: each endpoint parses the request, calls one ``devmesh_core`` service and
+formats the answer. Blocking store calls run in the thread pool.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+import devmesh_core
+from devmesh_core import services
+from devmesh_core.config import Settings
+from devmesh_core.errors import (
+    AuthError,
+    BackendError,
+    BackendUnavailable,
+    DevMeshError,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+)
+from devmesh_core.log import get_logger
+from devmesh_core.models import Level
+from devmesh_core.store import LogQuery, LogStore, open_store
+
+log = get_logger(__name__)
+
+
+def json_response(
+    data: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """JSON through orjson: several times faster than the stdlib for large pages."""
+    return Response(
+        content=orjson.dumps(data),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+_STATUS: list[tuple[type[DevMeshError], int]] = [
+    (LimitExceeded, 413),
+    (InvalidInput, 422),
+    (AuthError, 401),
+    (NotFound, 404),
+    (BackendUnavailable, 503),
+    (BackendError, 500),
+]
+
+
+def _status_for(exc: DevMeshError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def get_store(request: Request) -> LogStore:
+    """The store opened by the app's lifespan."""
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def require_token(request: Request) -> None:
+    """Bearer auth whenever any token exists (configured or created)."""
+    checker: services.TokenChecker = request.app.state.tokens
+    now = time.monotonic()
+    if not checker.enabled(now):
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not checker.check(token.strip(), now):
+        raise AuthError("missing or invalid bearer token")
+
+
+StoreDep = Annotated[LogStore, Depends(get_store)]
+
+
+def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
+    """Build the API. The store is opened at startup (and closed at shutdown) unless given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = store is None
+        app.state.store = (
+            store
+            if store is not None
+            else await run_in_threadpool(open_store, settings.effective_database_url)
+        )
+        app.state.tokens = services.TokenChecker(
+            app.state.store, [t.get_secret_value() for t in settings.api_tokens]
+        )
+        try:
+            yield
+        finally:
+            if own:
+                app.state.store.close()
+
+    app = FastAPI(
+        title="DevMesh",
+        version=devmesh_core.__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    @app.exception_handler(DevMeshError)
+    async def _devmesh_error(request: Request, exc: DevMeshError) -> Response:
+        status = _status_for(exc)
+        if status >= 500:
+            log.warning("request_failed", path=request.url.path, error=str(exc), status=status)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return json_response({"detail": str(exc)}, status, headers)
+
+    @app.post("/ingest/logs", dependencies=[Depends(require_token)])
+    async def ingest_logs(request: Request, store: StoreDep) -> Response:
+        """Store a batch: a JSON array of log objects, or ``{"events": [...]}``.
+
+        Malformed objects are rejected one by one with their index and reason; the rest of
+        the batch is stored. Re-sent events are counted as duplicates, not stored twice.
+        """
+        body = await _read_body(request, settings.max_body_bytes)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"body is not valid JSON: {exc}") from exc
+        if isinstance(payload, dict) and isinstance(payload.get("events"), list):
+            items = payload["events"]
+        elif isinstance(payload, list):
+            items = payload
+        else:
+            raise InvalidInput('body must be a JSON array of events or {"events": [...]}')
+        if len(items) > settings.max_batch_events:
+            raise LimitExceeded(
+                f"batch has {len(items)} events; the limit is {settings.max_batch_events}"
+            )
+        report = await run_in_threadpool(services.ingest, store, items, default_source="http")
+        return json_response(
+            {
+                "accepted": report.accepted,
+                "duplicates": report.duplicates,
+                "rejected": [{"index": r.index, "error": r.error} for r in report.rejected],
+            }
+        )
+
+    @app.get("/query/logs", dependencies=[Depends(require_token)])
+    def query_logs(
+        store: StoreDep,
+        service: str | None = None,
+        host: str | None = None,
+        level: str | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        text: str | None = None,
+        trace_id: str | None = None,
+        limit: Annotated[int, Query(ge=1)] = 100,
+        cursor: str | None = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        order: Literal["desc", "asc"] = "desc",
+    ) -> Response:
+        """Filtered events, newest first (``order=asc`` for oldest first), keyset-paged."""
+        if limit > settings.max_page_size:
+            raise InvalidInput(
+                f"limit {limit} is over the maximum page size {settings.max_page_size}"
+            )
+        try:
+            min_level = Level.parse(level) if level is not None else None
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        page = store.query(
+            LogQuery(
+                service=service,
+                host=host,
+                level=min_level,
+                start_time=start_time,
+                end_time=end_time,
+                text=text,
+                trace_id=trace_id,
+                limit=limit,
+                cursor=cursor,
+                offset=offset,
+                order=order,
+            )
+        )
+        return json_response({"events": [e.to_api() for e in page.events], "next": page.next})
+
+    @app.get("/health")
+    def health(store: StoreDep) -> Response:
+        """200 when the store answers, 503 (with the reason) when it does not."""
+        try:
+            store.ping()
+        except DevMeshError as exc:
+            return json_response({"status": "unavailable", "store": str(exc)}, 503)
+        return json_response({"status": "ok", "store": "ok"})
+
+    @app.get("/info", dependencies=[Depends(require_token)])
+    def info(request: Request, store: StoreDep) -> Response:
+        """Version, backends in use and counts."""
+        checker: services.TokenChecker = request.app.state.tokens
+        return json_response(
+            {
+                "version": devmesh_core.__version__,
+                "backends": {"store": store.backend},
+                "counts": {"events": store.count()},
+                "auth": "token" if checker.enabled(time.monotonic()) else "none (loopback only)",
+            }
+        )
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise LimitExceeded(f"body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise LimitExceeded(f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
