@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from devmesh.cli.templates import app as templates_app
 from devmesh_core import services
 from devmesh_core.config import Settings
 from devmesh_core.errors import DevMeshError
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(templates_app, name="templates")
 
 console = Console()
 err_console = Console(stderr=True)

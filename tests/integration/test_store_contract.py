@@ -268,3 +268,20 @@ def test_concurrent_writers_from_threads(store: LogStore) -> None:
     assert sum(r.stored for r in results) == 800
     assert sum(r.duplicates for r in results) == 200
     assert store.count() == 800
+
+
+def test_hostile_strings_round_trip(store: LogStore) -> None:
+    # (SQLite's LIKE stops at a NUL character, so the searched words come before it.)
+    nasty = "it's \\ \" ' ; DROP TABLE logs; -- %s ? \x00 \x1a \r\n\t end"
+    store.insert([ev(1, message=nasty, service="we'ird\\svc", meta={"q": "'\\"})])
+    (got,) = store.query(LogQuery(service="we'ird\\svc")).events
+    assert got.message == nasty and got.meta == {"q": "'\\"}
+    assert store.count(LogQuery(text="DROP TABLE")) == 1
+
+
+def test_batch_larger_than_one_statement(store: LogStore) -> None:
+    # ~6.5 MB of messages: the MariaDB adapter must split it into several statements.
+    events = [ev(i, message=f"{i} " + "x" * 65_000) for i in range(100)]
+    result = store.insert([*events, events[0]])
+    assert (result.stored, result.duplicates) == (100, 1)
+    assert store.count() == 100

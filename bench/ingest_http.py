@@ -1,0 +1,133 @@
+"""End-to-end HTTP ingest: a real uvicorn server (``devmesh serve``) and a load client.
+
+    python bench/ingest_http.py [--events 200000] [--batch 1000] [--concurrency 4]
+                                [--backend sqlite|mysql]
+
+The server runs as a subprocess on a free loopback port with a fresh data dir; the client
+pre-serialises the batches (so it measures the server, not JSON encoding in the client) and
+keeps ``--concurrency`` requests in flight over keep-alive connections. Both share the
+machine's two cores. Target: ≥ 20k events/s with batches of 1,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import httpx
+import orjson
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.synth import make_events, temp_mariadb
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(data_dir: str, url: str | None) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DEVMESH_DATA_DIR": data_dir,
+        "DEVMESH_LOG_FORMAT": "json",
+        "DEVMESH_LOG_LEVEL": "WARNING",
+    }
+    env.pop("DEVMESH_API_TOKENS", None)
+    if url:
+        env["DEVMESH_DATABASE_URL"] = url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devmesh.cli.main", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"server did not start: {proc.communicate()[1].decode()[-2000:]}")
+
+
+async def load(base: str, bodies: list[bytes], concurrency: int) -> tuple[float, int, int]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    accepted = duplicates = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal accepted, duplicates
+        while not queue.empty():
+            body = queue.get_nowait()
+            r = await client.post(
+                f"{base}/ingest/logs", content=body, headers={"content-type": "application/json"}
+            )
+            r.raise_for_status()
+            data = r.json()
+            accepted += data["accepted"]
+            duplicates += data["duplicates"]
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        return time.perf_counter() - started, accepted, duplicates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--backend", choices=["sqlite", "mysql"], default="sqlite")
+    args = parser.parse_args()
+    raw = sorted(make_events(args.events), key=lambda e: e["timestamp"])
+    bodies = [orjson.dumps(raw[i : i + args.batch]) for i in range(0, len(raw), args.batch)]
+    db = temp_mariadb() if args.backend == "mysql" else nullcontext(None)
+    with tempfile.TemporaryDirectory() as tmp, db as url:
+        proc, base = start_server(tmp, url)
+        try:
+            warm = orjson.dumps(make_events(args.batch, seed=99))
+            httpx.post(f"{base}/ingest/logs", content=warm, timeout=60).raise_for_status()
+            elapsed, accepted, duplicates = asyncio.run(load(base, bodies, args.concurrency))
+            info = httpx.get(f"{base}/info", timeout=10).json()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    rate = accepted / elapsed
+    assert accepted + duplicates == args.events, (accepted, duplicates)
+    print(
+        f"backend={args.backend} events={args.events:,} batch={args.batch} "
+        f"concurrency={args.concurrency}"
+    )
+    print(
+        f"accepted {accepted:,} (+{duplicates} duplicates) in {elapsed:.2f} s: "
+        f"{rate:,.0f} events/s (target >= 20,000: {'ok' if rate >= 20_000 else 'MISSED'}); "
+        f"store holds {info['counts']['events']:,}"
+    )
+
+
+if __name__ == "__main__":
+    main()
