@@ -4,7 +4,8 @@
 
 Loads synthetic events (50 services, 20 hosts, 30 days, realistic level mix; each service on
 one to three hosts, five on all) through the store's own insert, then times a mix of the
-filters the API offers, each with random values, limit 100. Target: p95 < 20 ms for filtered queries on both backends.
+filters the API offers, each with random values, limit 100.
+Target: p95 < 20 ms for filtered queries on both backends.
 """
 
 from __future__ import annotations
