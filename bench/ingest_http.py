@@ -3,7 +3,9 @@
     python bench/ingest_http.py [--events 200000] [--batch 1000] [--concurrency 4]
                                 [--backend sqlite|mysql]
 
-The server runs as a subprocess on a free loopback port with a fresh data dir; the client
+With --compare-mining it runs the same load with template mining on and off (target: mining
+slows ingest by at most 20%). The server runs as a subprocess on a free loopback port with a
+fresh data dir; the client
 pre-serialises the batches (so it measures the server, not JSON encoding in the client) and
 keeps ``--concurrency`` requests in flight over keep-alive connections. Both share the
 machine's two cores. Target: ≥ 20k events/s with batches of 1,000.
@@ -39,7 +41,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(data_dir: str, url: str | None) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    data_dir: str, url: str | None, mining: bool = True
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
@@ -48,6 +52,7 @@ def start_server(data_dir: str, url: str | None) -> tuple[subprocess.Popen[bytes
         "DEVMESH_LOG_LEVEL": "WARNING",
     }
     env.pop("DEVMESH_API_TOKENS", None)
+    env["DEVMESH_MINE_TEMPLATES"] = "true" if mining else "false"
     if url:
         env["DEVMESH_DATABASE_URL"] = url
     proc = subprocess.Popen(
@@ -102,12 +107,44 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--backend", choices=["sqlite", "mysql"], default="sqlite")
+    parser.add_argument("--no-mining", action="store_true", help="serve without template mining")
+    parser.add_argument(
+        "--compare-mining",
+        action="store_true",
+        help="run with and without mining and report the slowdown",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat; the best run is kept")
     args = parser.parse_args()
     raw = sorted(make_events(args.events), key=lambda e: e["timestamp"])
     bodies = [orjson.dumps(raw[i : i + args.batch]) for i in range(0, len(raw), args.batch)]
+    print(
+        f"backend={args.backend} events={args.events:,} batch={args.batch} "
+        f"concurrency={args.concurrency}"
+    )
+    rates: dict[bool, float] = {}
+    modes = [True, False] if args.compare_mining else [not args.no_mining]
+    for _ in range(args.rounds):
+        for mining in modes:
+            rate = run_once(args, bodies, mining)
+            rates[mining] = max(rates.get(mining, 0.0), rate)
+    for mining, rate in rates.items():
+        label = "with template mining" if mining else "without mining"
+        print(
+            f"{label:22}: {rate:,.0f} events/s (target >= 20,000: "
+            f"{'ok' if rate >= 20_000 else 'MISSED'})"
+        )
+    if len(rates) == 2:
+        slowdown = 1 - rates[True] / rates[False]
+        print(
+            f"mining slows ingest by {slowdown:.1%} (target <= 20%: "
+            f"{'ok' if slowdown <= 0.20 else 'MISSED'})"
+        )
+
+
+def run_once(args: argparse.Namespace, bodies: list[bytes], mining: bool) -> float:
     db = temp_mariadb() if args.backend == "mysql" else nullcontext(None)
     with tempfile.TemporaryDirectory() as tmp, db as url:
-        proc, base = start_server(tmp, url)
+        proc, base = start_server(tmp, url, mining)
         try:
             warm = orjson.dumps(make_events(args.batch, seed=99))
             httpx.post(f"{base}/ingest/logs", content=warm, timeout=60).raise_for_status()
@@ -116,17 +153,9 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    rate = accepted / elapsed
     assert accepted + duplicates == args.events, (accepted, duplicates)
-    print(
-        f"backend={args.backend} events={args.events:,} batch={args.batch} "
-        f"concurrency={args.concurrency}"
-    )
-    print(
-        f"accepted {accepted:,} (+{duplicates} duplicates) in {elapsed:.2f} s: "
-        f"{rate:,.0f} events/s (target >= 20,000: {'ok' if rate >= 20_000 else 'MISSED'}); "
-        f"store holds {info['counts']['events']:,}"
-    )
+    assert info["template_mining"] is mining
+    return accepted / elapsed
 
 
 if __name__ == "__main__":

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
 
     retention_days: int = Field(default=90, ge=1)
 
+    mine_templates: bool = Field(
+        default=True, description="mine every ingested message into a template (signature)"
+    )
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -66,6 +70,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'devmesh.db'}"
+
+    @property
+    def miner_dir(self) -> Path:
+        """Where the template miner keeps its state (template ids must survive restarts)."""
+        return self.data_dir / "miner"
 
     def ensure_data_dir(self) -> Path:
         """Create the data directory (private to the user) and return it."""

@@ -11,8 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import (
     BaseModel,
@@ -171,7 +170,7 @@ class LogEvent(BaseModel):
         """
         if not isinstance(data, dict):
             return data
-        fields = cls.model_fields
+        fields = _field_names(cls)
         unknown = [key for key in data if key not in fields]
         if not unknown:
             return data
@@ -198,17 +197,33 @@ class LogEvent(BaseModel):
     def _level(cls, value: object) -> Level:
         return Level.parse(value)
 
-    @cached_property
+    # Both values below are memoised in the instance dict (the model is frozen). Not with
+    # functools.cached_property: on Python 3.11 it takes a lock per access, a measurable cost
+    # on the ingest path.
+    @property
+    def timestamp_us(self) -> int:
+        """The timestamp as integer microseconds since the epoch (the storage form)."""
+        cached: int | None = self.__dict__.get("timestamp_us")
+        if cached is None:
+            cached = self.__dict__["timestamp_us"] = to_micros(self.timestamp)
+        return cached
+
+    @property
     def fingerprint_bytes(self) -> bytes:
         """16-byte BLAKE2b of host, service, timestamp, message and source id: the dedup key."""
+        cached: bytes | None = self.__dict__.get("fingerprint_bytes")
+        if cached is not None:
+            return cached
         parts = (
             self.host,
             self.service,
-            str(to_micros(self.timestamp)),
+            str(self.timestamp_us),
             self.message,
             self.source_id or "",
         )
-        return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).digest()
+        digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).digest()
+        self.__dict__["fingerprint_bytes"] = digest
+        return digest
 
     @property
     def fingerprint(self) -> str:
@@ -216,7 +231,18 @@ class LogEvent(BaseModel):
         return self.fingerprint_bytes.hex()
 
 
-_STORED_ONLY = frozenset({"id", "fingerprint", "ingested_at"})
+_FIELD_NAMES: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def _field_names(cls: type[BaseModel]) -> frozenset[str]:
+    """Field names of a model class, memoised (``model_fields`` is slow to read per call)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(cls.model_fields)
+    return names
+
+
+_STORED_ONLY = frozenset({"id", "fingerprint", "ingested_at", "template_id"})
 
 
 class StoredEvent(LogEvent):
@@ -224,6 +250,7 @@ class StoredEvent(LogEvent):
 
     id: int
     ingested_at: datetime
+    template_id: str | None = None
 
     @classmethod
     def trusted(cls, values: dict[str, Any]) -> StoredEvent:
@@ -259,6 +286,7 @@ class StoredEvent(LogEvent):
             "meta": self.meta,
             "fingerprint": self.fingerprint,
             "ingested_at": _iso(self.ingested_at),
+            "template_id": self.template_id,
         }
 
 
@@ -268,6 +296,35 @@ def _iso(value: datetime) -> str:
 
 
 _STORED_FIELDS = frozenset(StoredEvent.model_fields)
+
+
+class TemplateLike(Protocol):
+    """What the store needs to know of the template an event was mined into."""
+
+    @property
+    def template_id(self) -> str: ...
+
+    @property
+    def template(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateInfo:
+    """A template (log signature) as the store knows it: text, where it occurs, how often.
+
+    ``services``/``hosts`` are the distinct names seen with it; ``levels`` maps level names
+    to event counts. ``embedded`` says whether its vector is in the vector index yet.
+    """
+
+    template_id: str
+    template: str
+    services: tuple[str, ...]
+    hosts: tuple[str, ...]
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    levels: dict[str, int]
+    embedded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,9 @@ import orjson
 from pydantic import ValidationError
 
 from devmesh_core.errors import InvalidInput
-from devmesh_core.models import IngestReport, LogEvent, Rejection
+from devmesh_core.models import IngestReport, InsertResult, LogEvent, Rejection
 from devmesh_core.store.base import LogStore
+from devmesh_core.templates.miner import SignatureMiner
 
 TOKEN_PREFIX = "dm_"
 
@@ -61,12 +62,68 @@ def validate_events(
 
 
 def ingest(
-    store: LogStore, items: Sequence[Any], *, default_source: str | None = None
+    store: LogStore,
+    items: Sequence[Any],
+    *,
+    default_source: str | None = None,
+    miner: SignatureMiner | None = None,
 ) -> IngestReport:
-    """Validate and store a batch; report stored, duplicate and rejected items."""
+    """Validate and store a batch; report stored, duplicate and rejected items.
+
+    With a ``miner`` every event is mined into a template in the same pass (the batch is
+    grouped as a whole, which gives better templates than line by line) and stored with
+    its template id.
+    """
     events, rejected = validate_events(items, default_source=default_source)
-    result = store.insert(events)
+    result = store_events(store, events, miner=miner)
     return IngestReport(accepted=result.stored, duplicates=result.duplicates, rejected=rejected)
+
+
+def store_events(
+    store: LogStore, events: Sequence[LogEvent], *, miner: SignatureMiner | None = None
+) -> InsertResult:
+    """Insert validated events, mining their templates first when a miner is given."""
+    if miner is None or not events:
+        return store.insert(events)
+    templates = miner.add_many([event.message for event in events])
+    result = store.insert(events, templates)
+    sync_template_merges(store, miner)
+    return result
+
+
+def sync_template_merges(
+    store: LogStore, miner: SignatureMiner, *, everything: bool = False
+) -> int:
+    """Tell the store which templates the miner merged, so their events follow the survivor.
+
+    ``everything`` replays every merge the miner remembers (idempotent): run at start-up, it
+    repairs a store that missed merges because the process stopped in between.
+    """
+    merged = miner.aliases() if everything else miner.take_merges()
+    if merged:
+        texts = {new: miner.template_text(new) for new in set(merged.values())}
+        store.merge_templates(merged, texts)
+    return len(merged)
+
+
+def backfill_templates(
+    store: LogStore,
+    miner: SignatureMiner,
+    *,
+    batch_size: int = 5_000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Mine events stored without a template (before mining ran); return how many."""
+    done = 0
+    while True:
+        events = store.events_without_template(limit=batch_size)
+        if not events:
+            return done
+        templates = miner.add_many([event.message for event in events])
+        done += store.assign_templates(events, templates)
+        sync_template_merges(store, miner)
+        if progress is not None:
+            progress(len(events))
 
 
 def import_jsonl(
@@ -76,6 +133,7 @@ def import_jsonl(
     batch_size: int = 1_000,
     default_source: str = "file",
     progress: Callable[[int], None] | None = None,
+    miner: SignatureMiner | None = None,
 ) -> IngestReport:
     """Bulk-load a JSONL file of log objects in batches.
 
@@ -88,7 +146,7 @@ def import_jsonl(
 
     def flush() -> None:
         events, rejected = validate_events(batch, default_source=default_source)
-        result = store.insert(events)
+        result = store_events(store, events, miner=miner)
         report.accepted += result.stored
         report.duplicates += result.duplicates
         report.rejected.extend(Rejection(lines[r.index], r.error) for r in rejected)
@@ -120,7 +178,9 @@ def import_jsonl(
     return report
 
 
-def load_sample(store: LogStore, *, now: datetime | None = None) -> IngestReport:
+def load_sample(
+    store: LogStore, *, now: datetime | None = None, miner: SignatureMiner | None = None
+) -> IngestReport:
     """Load the bundled homelab sample (≈360 events), shifted so its newest event is ``now``.
 
     Used by ``devmesh up`` on an empty store so a first look at ``devmesh logs`` shows
@@ -132,7 +192,7 @@ def load_sample(store: LogStore, *, now: datetime | None = None) -> IngestReport
     shift = (now or datetime.now(UTC)) - newest
     for item in items:
         item["timestamp"] = (datetime.fromisoformat(item["timestamp"]) + shift).isoformat()
-    return ingest(store, items, default_source="sample")
+    return ingest(store, items, default_source="sample", miner=miner)
 
 
 def apply_retention(store: LogStore, days: int, *, now: datetime | None = None) -> int:

@@ -33,6 +33,8 @@ from devmesh_core.errors import (
 from devmesh_core.log import get_logger
 from devmesh_core.models import Level
 from devmesh_core.store import LogQuery, LogStore, open_store
+from devmesh_core.templates.miner import SignatureMiner
+from devmesh_core.templates.owned import OwnedMiner
 
 log = get_logger(__name__)
 
@@ -76,6 +78,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def open_miner(settings: Settings, store: LogStore) -> SignatureMiner | None:
+    """The template miner for this data dir, or ``None`` (with a warning) if mining is off or
+    another process owns the miner state."""
+    if not settings.mine_templates:
+        return None
+    try:
+        miner = OwnedMiner(settings.miner_dir)
+    except BackendUnavailable as exc:
+        log.warning("template_mining_off", reason=str(exc))
+        return None
+    services.sync_template_merges(store, miner, everything=True)
+    return miner
+
+
 def get_store(request: Request) -> LogStore:
     """The store opened by the app's lifespan."""
     return request.app.state.store  # type: ignore[no-any-return]
@@ -110,9 +126,12 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
         app.state.tokens = services.TokenChecker(
             app.state.store, [t.get_secret_value() for t in settings.api_tokens]
         )
+        app.state.miner = await run_in_threadpool(open_miner, settings, app.state.store)
         try:
             yield
         finally:
+            if app.state.miner is not None:
+                app.state.miner.close()
             if own:
                 app.state.store.close()
 
@@ -154,7 +173,9 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
             raise LimitExceeded(
                 f"batch has {len(items)} events; the limit is {settings.max_batch_events}"
             )
-        report = await run_in_threadpool(services.ingest, store, items, default_source="http")
+        report = await run_in_threadpool(
+            services.ingest, store, items, default_source="http", miner=request.app.state.miner
+        )
         return json_response(
             {
                 "accepted": report.accepted,
@@ -173,6 +194,7 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
         end_time: datetime | None = None,
         text: str | None = None,
         trace_id: str | None = None,
+        template_id: str | None = None,
         limit: Annotated[int, Query(ge=1)] = 100,
         cursor: str | None = None,
         offset: Annotated[int, Query(ge=0)] = 0,
@@ -196,6 +218,7 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
                 end_time=end_time,
                 text=text,
                 trace_id=trace_id,
+                template_id=template_id,
                 limit=limit,
                 cursor=cursor,
                 offset=offset,
@@ -221,7 +244,8 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
             {
                 "version": devmesh_core.__version__,
                 "backends": {"store": store.backend},
-                "counts": {"events": store.count()},
+                "counts": {"events": store.count(), "templates": store.template_count()},
+                "template_mining": request.app.state.miner is not None,
                 "auth": "token" if checker.enabled(time.monotonic()) else "none (loopback only)",
             }
         )

@@ -8,18 +8,18 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from devmesh.cli.common import console, err_console, get_settings, miner_for, store_for
 from devmesh.cli.templates import app as templates_app
 from devmesh_core import services
 from devmesh_core.config import Settings
 from devmesh_core.errors import DevMeshError
 from devmesh_core.log import configure_logging, get_logger
 from devmesh_core.models import Level
-from devmesh_core.store import LogQuery, LogStore, open_store
+from devmesh_core.store import LogQuery
 from devmesh_core.timeparse import parse_time
 
 app = typer.Typer(
@@ -32,8 +32,6 @@ token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(templates_app, name="templates")
 
-console = Console()
-err_console = Console(stderr=True)
 
 _LEVEL_STYLE = {
     Level.DEBUG: "dim",
@@ -42,17 +40,6 @@ _LEVEL_STYLE = {
     Level.ERROR: "red",
     Level.CRITICAL: "bold white on red",
 }
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings = ctx.obj
-    assert isinstance(settings, Settings)
-    return settings
-
-
-def _open(settings: Settings) -> LogStore:
-    settings.ensure_data_dir()
-    return open_store(settings.effective_database_url)
 
 
 @app.callback()
@@ -91,7 +78,7 @@ def _run_server(settings: Settings, host: str, port: int) -> None:
     from devmesh.api.app import create_app, is_loopback
 
     log = get_logger("devmesh.serve")
-    store = _open(settings)
+    store = store_for(settings)
     try:
         has_tokens = bool(settings.api_tokens) or bool(store.token_hashes())
         if not has_tokens and not is_loopback(host):
@@ -120,7 +107,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
 ) -> None:
     """Run the HTTP API (ingest and query)."""
-    settings = _settings(ctx)
+    settings = get_settings(ctx)
     _run_server(
         settings, host or settings.api_host, port if port is not None else settings.api_port
     )
@@ -136,10 +123,15 @@ def up(
     ] = True,
 ) -> None:
     """Start DevMesh on the embedded defaults (SQLite in the data dir) and serve the API."""
-    settings = _settings(ctx)
-    with _open(settings) as store:
+    settings = get_settings(ctx)
+    with store_for(settings) as store:
         if sample and store.count() == 0:
-            report = services.load_sample(store)
+            miner = miner_for(settings, store)
+            try:
+                report = services.load_sample(store, miner=miner)
+            finally:
+                if miner is not None:
+                    miner.close()
             console.print(f"Loaded the bundled sample: {report.accepted} events.")
     bind = host or settings.api_host
     bind_port = port if port is not None else settings.api_port
@@ -166,7 +158,7 @@ def logs(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Query stored logs from the terminal."""
-    settings = _settings(ctx)
+    settings = get_settings(ctx)
     try:
         if order not in ("desc", "asc"):
             raise typer.BadParameter("order must be desc or asc")
@@ -182,7 +174,7 @@ def logs(
             limit=limit,
             order=direction,
         )
-        with _open(settings) as store:
+        with store_for(settings) as store:
             page = store.query(query)
     except (DevMeshError, ValueError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
@@ -217,9 +209,9 @@ def import_(
     strict: Annotated[bool, typer.Option(help="Exit 1 if any line was rejected.")] = False,
 ) -> None:
     """Bulk-load a JSONL file of log objects; malformed lines are reported, the rest loaded."""
-    settings = _settings(ctx)
+    settings = get_settings(ctx)
     with (
-        _open(settings) as store,
+        store_for(settings) as store,
         Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -230,16 +222,21 @@ def import_(
         ) as bar,
     ):
         task = bar.add_task(f"importing {file.name}", total=file.stat().st_size)
+        miner = miner_for(settings, store)
         try:
             report = services.import_jsonl(
                 store,
                 file,
                 batch_size=batch_size,
                 progress=lambda n: bar.advance(task, n),
+                miner=miner,
             )
         except DevMeshError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc
+        finally:
+            if miner is not None:
+                miner.close()
     for rejection in report.rejected[:50]:
         err_console.print(f"[yellow]line {rejection.index}:[/yellow] {rejection.error}")
     if len(report.rejected) > 50:
@@ -257,9 +254,9 @@ def retention(
     days: Annotated[int | None, typer.Option(min=1, help="Keep this many days.")] = None,
 ) -> None:
     """Delete events older than the retention period (default 90 days, from settings)."""
-    settings = _settings(ctx)
+    settings = get_settings(ctx)
     keep = days or settings.retention_days
-    with _open(settings) as store:
+    with store_for(settings) as store:
         deleted = services.apply_retention(store, keep)
     console.print(f"deleted {deleted} event(s) older than {keep} day(s)")
 
@@ -269,7 +266,7 @@ def token_create(
     ctx: typer.Context, name: Annotated[str, typer.Argument(help="Who or what uses it.")]
 ) -> None:
     """Make a new API token. It is printed once; only its hash is stored."""
-    with _open(_settings(ctx)) as store:
+    with store_for(get_settings(ctx)) as store:
         token = services.create_token(store, name)
     err_console.print(f"token for {name!r} (shown once, keep it secret):")
     print(token)
@@ -278,7 +275,7 @@ def token_create(
 @token_app.command("revoke")
 def token_revoke(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     """Revoke every token with this name."""
-    with _open(_settings(ctx)) as store:
+    with store_for(get_settings(ctx)) as store:
         count = store.revoke_token(name)
     console.print(f"revoked {count} token(s)")
     if not count:

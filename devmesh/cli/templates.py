@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from devmesh.cli.common import console, get_settings, miner_for, store_for
+from devmesh_core import services
 from devmesh_core.errors import DevMeshError
 from devmesh_core.templates import MinedTemplate, SignatureMiner, mine_lines
 
@@ -96,3 +98,62 @@ def mine(
         # Text cells: templates contain brackets ("[preauth]") that rich would take as markup
         table.add_row(Text(tid), Text(str(n)), Text(text[tid]))
     Console(highlight=False).print(table)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    service: Annotated[str | None, typer.Option("--service", "-s")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 30,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Known templates (signatures) of the store, most recently seen first."""
+    with store_for(get_settings(ctx)) as store:
+        found = store.list_templates(service=service, limit=limit)
+    if as_json:
+        for info in found:
+            sys.stdout.write(
+                orjson.dumps(
+                    {
+                        "template_id": info.template_id,
+                        "template": info.template,
+                        "count": info.count,
+                        "services": info.services,
+                        "hosts": info.hosts,
+                        "levels": info.levels,
+                        "first_seen": info.first_seen.isoformat(),
+                        "last_seen": info.last_seen.isoformat(),
+                    }
+                ).decode()
+                + "\n"
+            )
+        return
+    table = Table(header_style="bold")
+    for column in ("id", "count", "services", "levels", "template"):
+        table.add_column(column, overflow="fold")
+    for info in found:
+        levels = " ".join(f"{k[0]}:{v}" for k, v in sorted(info.levels.items()))
+        table.add_row(
+            info.template_id,
+            str(info.count),
+            Text(", ".join(info.services)),
+            levels,
+            Text(info.template),
+        )
+    console.print(table)
+
+
+@app.command()
+def backfill(ctx: typer.Context) -> None:
+    """Mine events that were stored without a template (before mining, or while the miner
+    state was in use by another process)."""
+    settings = get_settings(ctx)
+    with store_for(settings) as store:
+        miner = miner_for(settings, store)
+        if miner is None:
+            raise typer.Exit(1)
+        try:
+            done = services.backfill_templates(store, miner)
+        finally:
+            miner.close()
+    console.print(f"mined {done} event(s)")

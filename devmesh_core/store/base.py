@@ -11,13 +11,20 @@ import base64
 import binascii
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 from devmesh_core.errors import InvalidCursor
-from devmesh_core.models import InsertResult, Level, LogEvent, StoredEvent
+from devmesh_core.models import (
+    InsertResult,
+    Level,
+    LogEvent,
+    StoredEvent,
+    TemplateInfo,
+    TemplateLike,
+)
 
 Order = Literal["desc", "asc"]
 
@@ -39,6 +46,7 @@ class LogQuery:
     end_time: datetime | None = None
     text: str | None = None
     trace_id: str | None = None
+    template_id: str | None = None
     limit: int = 100
     cursor: str | None = None
     offset: int = 0
@@ -90,8 +98,15 @@ class LogStore(ABC):
         """Create or upgrade the schema; return the schema version now in force."""
 
     @abstractmethod
-    def insert(self, events: Sequence[LogEvent]) -> InsertResult:
-        """Store events, skipping those whose fingerprint is already present (in one batch)."""
+    def insert(
+        self, events: Sequence[LogEvent], templates: Sequence[TemplateLike] | None = None
+    ) -> InsertResult:
+        """Store events, skipping those whose fingerprint is already present (one transaction).
+
+        With ``templates`` (one per event, from the miner) each event records its template
+        id and the template's counts, places and level mix are updated for the events that
+        were new.
+        """
 
     @abstractmethod
     def query(self, query: LogQuery) -> Page:
@@ -112,6 +127,41 @@ class LogStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections. The store must not be used afterwards."""
+
+    # Templates (log signatures) mined from the messages.
+    @abstractmethod
+    def get_templates(self, template_ids: Sequence[str]) -> dict[str, TemplateInfo]:
+        """The named templates that exist, by id."""
+
+    @abstractmethod
+    def list_templates(self, *, service: str | None = None, limit: int = 100) -> list[TemplateInfo]:
+        """Templates, most recently seen first, optionally only those of one service."""
+
+    @abstractmethod
+    def templates_to_embed(self, limit: int = 256) -> list[TemplateInfo]:
+        """Templates not embedded into the vector index yet, oldest first."""
+
+    @abstractmethod
+    def mark_embedded(self, template_ids: Sequence[str]) -> None:
+        """Record that these templates' vectors are in the vector index."""
+
+    @abstractmethod
+    def merge_templates(self, merged: Mapping[str, str], texts: Mapping[str, str]) -> None:
+        """Fold templates merged away by the miner into the ids now standing for them."""
+
+    @abstractmethod
+    def events_without_template(self, limit: int = 5_000) -> list[StoredEvent]:
+        """Events stored before mining ran, oldest first (for ``devmesh templates backfill``)."""
+
+    @abstractmethod
+    def assign_templates(
+        self, events: Sequence[StoredEvent], templates: Sequence[TemplateLike]
+    ) -> int:
+        """Set the template of stored events that have none; return how many were set."""
+
+    @abstractmethod
+    def template_count(self) -> int:
+        """How many templates the store knows."""
 
     # Token registry: hashes of API tokens made with ``devmesh token create``. It lives in the
     # same database so every API worker of a fleet sees the same tokens.

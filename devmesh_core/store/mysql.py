@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -57,6 +57,36 @@ _V1 = Migration(
     ),
 )
 
+_TID = "VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin"
+_V2 = Migration(
+    2,
+    (
+        f"ALTER TABLE logs ADD COLUMN template_id {_TID} NULL, "
+        "ADD KEY ix_logs_template_ts (template_id, ts)",
+        f"""CREATE TABLE templates (
+            template_id {_TID} NOT NULL PRIMARY KEY,
+            template MEDIUMTEXT NOT NULL,
+            count BIGINT NOT NULL,
+            first_seen BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            embedded_at BIGINT NULL,
+            KEY ix_templates_last_seen (last_seen),
+            KEY ix_templates_to_embed (embedded_at, created_at)
+        ) {_TABLE_OPTIONS}""",
+        f"""CREATE TABLE template_stats (
+            template_id {_TID} NOT NULL,
+            service {_NAME} NOT NULL,
+            host {_NAME} NOT NULL,
+            level TINYINT UNSIGNED NOT NULL,
+            count BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            PRIMARY KEY (template_id, service, host, level),
+            KEY ix_template_stats_service (service, template_id)
+        ) {_TABLE_OPTIONS}""",
+    ),
+)
+
 # ON DUPLICATE KEY UPDATE (not INSERT IGNORE, which would also swallow data errors) makes a
 # duplicate fingerprint a no-op that reports 0 affected rows. This parameterised form is what
 # the raw-driver benchmark runs through pymysql's executemany.
@@ -86,7 +116,7 @@ class MySQLLogStore(SQLLogStore):
 
     backend = "mysql"
     placeholder = "%s"
-    migrations = (_V1,)
+    migrations = (_V1, _V2)
 
     def __init__(self, **connect_args: Any) -> None:
         super().__init__()
@@ -169,6 +199,27 @@ class MySQLLogStore(SQLLogStore):
         if chunk:
             stored += cur.execute(_INSERT_HEAD + ",".join(chunk) + _INSERT_TAIL)
         return stored
+
+    def _upsert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        keys: Sequence[str],
+        *,
+        add: Sequence[str] = (),
+        least: Sequence[str] = (),
+        greatest: Sequence[str] = (),
+        replace: Sequence[str] = (),
+    ) -> str:
+        sets = [f"{c} = {c} + VALUES({c})" for c in add]
+        sets += [f"{c} = LEAST({c}, VALUES({c}))" for c in least]
+        sets += [f"{c} = GREATEST({c}, VALUES({c}))" for c in greatest]
+        sets += [f"{c} = VALUES({c})" for c in replace]
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('%s' for _ in columns)}) "
+            f"ON DUPLICATE KEY UPDATE {', '.join(sets)}"
+        )
 
     def _delete_batch(self, cur: Any, cutoff_us: int, batch_size: int) -> int:
         cur.execute("DELETE FROM logs WHERE ts < %s ORDER BY ts LIMIT %s", (cutoff_us, batch_size))

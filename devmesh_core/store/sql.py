@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +27,8 @@ from devmesh_core.models import (
     InsertResult,
     LogEvent,
     StoredEvent,
+    TemplateInfo,
+    TemplateLike,
     from_micros,
     to_micros,
 )
@@ -49,6 +51,7 @@ INSERT_COLUMNS = (
     "meta",
     "source_id",
     "fingerprint",
+    "template_id",
 )
 SELECT_COLUMNS = ("id", *INSERT_COLUMNS)
 _SELECT_LIST = ", ".join(SELECT_COLUMNS)
@@ -64,11 +67,11 @@ class Migration:
     statements: tuple[str, ...]
 
 
-def event_row(event: LogEvent, now_us: int) -> tuple[Any, ...]:
+def event_row(event: LogEvent, now_us: int, template_id: str | None = None) -> tuple[Any, ...]:
     """The storage tuple of an event, in :data:`INSERT_COLUMNS` order."""
     meta = event.meta
     return (
-        to_micros(event.timestamp),
+        event.timestamp_us,
         now_us,
         event.source,
         event.service,
@@ -82,6 +85,7 @@ def event_row(event: LogEvent, now_us: int) -> tuple[Any, ...]:
         orjson.dumps(meta).decode() if meta else None,
         event.source_id,
         event.fingerprint_bytes,
+        template_id,
     )
 
 
@@ -103,6 +107,7 @@ def stored_event(row: Sequence[Any]) -> StoredEvent:
         meta,
         source_id,
         fingerprint,
+        template_id,
     ) = row
     return StoredEvent.trusted(
         {
@@ -121,6 +126,7 @@ def stored_event(row: Sequence[Any]) -> StoredEvent:
             "id": row_id,
             "ingested_at": from_micros(ingested),
             "fingerprint_bytes": bytes(fingerprint),
+            "template_id": template_id,
         }
     )
 
@@ -167,6 +173,22 @@ class SQLLogStore(LogStore):
     @abstractmethod
     def _migration_lock(self, conn: Any) -> AbstractContextManager[None]:
         """Hold a lock so that two processes never migrate the same database at once."""
+
+    @abstractmethod
+    def _upsert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        keys: Sequence[str],
+        *,
+        add: Sequence[str] = (),
+        least: Sequence[str] = (),
+        greatest: Sequence[str] = (),
+        replace: Sequence[str] = (),
+    ) -> str:
+        """An insert-or-merge statement for ``table`` in this dialect: on a key conflict the
+        ``add`` columns are summed, ``least``/``greatest`` keep the min/max, ``replace``
+        take the new value."""
 
     def _begin(self, conn: Any) -> None:
         """Start a transaction (drivers that open one implicitly need nothing)."""
@@ -293,13 +315,283 @@ class SQLLogStore(LogStore):
             return self._run(apply, write=True, retry=False)
 
     # -- writes --------------------------------------------------------------------------
-    def insert(self, events: Sequence[LogEvent]) -> InsertResult:
+    def insert(
+        self, events: Sequence[LogEvent], templates: Sequence[TemplateLike] | None = None
+    ) -> InsertResult:
         if not events:
             return InsertResult(0, 0)
+        if templates is not None and len(templates) != len(events):
+            raise ValueError("templates must have one entry per event")
         now = _now_us()
-        rows = [event_row(event, now) for event in events]
-        stored = self._run(lambda cur: self._insert_rows(cur, rows), write=True)
-        return InsertResult(stored=stored, duplicates=len(rows) - stored)
+        if templates is None:
+            rows = [event_row(event, now) for event in events]
+            stored = self._run(lambda cur: self._insert_rows(cur, rows), write=True)
+            return InsertResult(stored=stored, duplicates=len(rows) - stored)
+        pairs = list(zip(events, templates, strict=True))
+
+        def work(cur: Any) -> int:
+            # Template statistics count each event once: events already stored (a re-sent
+            # batch) are found first and left out of the counts.
+            existing = self._existing_fingerprints(cur, [e.fingerprint_bytes for e in events])
+            fresh: list[tuple[LogEvent, TemplateLike]] = []
+            seen: set[bytes] = set()
+            for event, template in pairs:
+                fp = event.fingerprint_bytes
+                if fp not in existing and fp not in seen:
+                    seen.add(fp)
+                    fresh.append((event, template))
+            rows = [event_row(e, now, t.template_id) for e, t in fresh]
+            stored = self._insert_rows(cur, rows) if rows else 0
+            self._count_templates(cur, fresh, now)
+            return stored
+
+        stored = self._run(work, write=True)
+        return InsertResult(stored=stored, duplicates=len(events) - stored)
+
+    def _existing_fingerprints(self, cur: Any, fingerprints: Sequence[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        p = self.placeholder
+        for i in range(0, len(fingerprints), 500):
+            chunk = fingerprints[i : i + 500]
+            marks = ", ".join([p] * len(chunk))
+            cur.execute(f"SELECT fingerprint FROM logs WHERE fingerprint IN ({marks})", chunk)
+            found.update(bytes(row[0]) for row in cur.fetchall())
+        return found
+
+    def _count_templates(
+        self, cur: Any, pairs: Sequence[tuple[LogEvent, TemplateLike]], now: int
+    ) -> None:
+        """Fold a batch of newly stored events into ``templates`` and ``template_stats``."""
+        per_template: dict[str, list[Any]] = {}
+        per_place: dict[tuple[str, str, str, int], list[int]] = {}
+        for event, template in pairs:
+            ts = event.timestamp_us
+            tid = template.template_id
+            entry = per_template.get(tid)
+            if entry is None:
+                per_template[tid] = [template.template, 1, ts, ts]
+            else:
+                entry[0] = template.template  # the newest text wins (templates widen)
+                entry[1] += 1
+                entry[2] = min(entry[2], ts)
+                entry[3] = max(entry[3], ts)
+            key = (tid, event.service, event.host, LEVEL_RANK[event.level])
+            place = per_place.get(key)
+            if place is None:
+                per_place[key] = [1, ts]
+            else:
+                place[0] += 1
+                place[1] = max(place[1], ts)
+        if per_template:
+            cur.executemany(
+                self._templates_upsert(),
+                [(tid, text, n, lo, hi, now) for tid, (text, n, lo, hi) in per_template.items()],
+            )
+        if per_place:
+            cur.executemany(
+                self._stats_upsert(),
+                [(*key, n, last) for key, (n, last) in per_place.items()],
+            )
+
+    def _templates_upsert(self) -> str:
+        return self._upsert(
+            "templates",
+            ("template_id", "template", "count", "first_seen", "last_seen", "created_at"),
+            ("template_id",),
+            add=("count",),
+            least=("first_seen",),
+            greatest=("last_seen",),
+            replace=("template",),
+        )
+
+    def _stats_upsert(self) -> str:
+        return self._upsert(
+            "template_stats",
+            ("template_id", "service", "host", "level", "count", "last_seen"),
+            ("template_id", "service", "host", "level"),
+            add=("count",),
+            greatest=("last_seen",),
+        )
+
+    def assign_templates(
+        self, events: Sequence[StoredEvent], templates: Sequence[TemplateLike]
+    ) -> int:
+        """Set the template of already stored events (backfill) and count them in."""
+        if len(events) != len(templates):
+            raise ValueError("templates must have one entry per event")
+        p = self.placeholder
+        now = _now_us()
+
+        def work(cur: Any) -> int:
+            done = []
+            for event, template in zip(events, templates, strict=True):
+                cur.execute(
+                    f"UPDATE logs SET template_id = {p} WHERE id = {p} AND template_id IS NULL",
+                    (template.template_id, event.id),
+                )
+                if cur.rowcount == 1:  # only rows still unmined count (a rerun is a no-op)
+                    done.append((event, template))
+            self._count_templates(cur, done, now)
+            return len(done)
+
+        return self._run(work, write=True)
+
+    def events_without_template(self, limit: int = 5_000) -> list[StoredEvent]:
+        """Oldest-first events that were stored before mining ran (for a backfill)."""
+
+        def read(cur: Any) -> list[Any]:
+            cur.execute(
+                f"SELECT {_SELECT_LIST} FROM logs WHERE template_id IS NULL "
+                f"ORDER BY id LIMIT {int(limit)}"
+            )
+            return list(cur.fetchall())
+
+        return [stored_event(row) for row in self._run(read, write=False)]
+
+    def merge_templates(self, merged: Mapping[str, str], texts: Mapping[str, str]) -> None:
+        """Fold templates the miner merged away into the ids that now stand for them.
+
+        Their events are re-labelled and their counts added; ``texts`` gives the current
+        text of each surviving id. Idempotent: an id already folded is skipped.
+        """
+        if not merged:
+            return
+        p = self.placeholder
+
+        def work(cur: Any) -> None:
+            for old, new in merged.items():
+                if old == new:
+                    continue
+                cur.execute(
+                    "SELECT template, count, first_seen, last_seen, created_at FROM templates "
+                    f"WHERE template_id = {p}",
+                    (old,),
+                )
+                row = cur.fetchone()
+                if row is not None:
+                    _, count, first, last, created = row
+                    cur.execute(
+                        self._templates_upsert(),
+                        (new, texts.get(new, row[0]), count, first, last, created),
+                    )
+                    cur.execute(
+                        "SELECT service, host, level, count, last_seen FROM template_stats "
+                        f"WHERE template_id = {p}",
+                        (old,),
+                    )
+                    stats = [(new, *r) for r in cur.fetchall()]
+                    if stats:
+                        cur.executemany(self._stats_upsert(), stats)
+                    cur.execute(f"DELETE FROM template_stats WHERE template_id = {p}", (old,))
+                    cur.execute(f"DELETE FROM templates WHERE template_id = {p}", (old,))
+                cur.execute(
+                    f"UPDATE logs SET template_id = {p} WHERE template_id = {p}", (new, old)
+                )
+            for tid, text in texts.items():
+                cur.execute(
+                    f"UPDATE templates SET template = {p} WHERE template_id = {p}", (text, tid)
+                )
+
+        self._run(work, write=True)
+
+    def _template_infos(
+        self, cur: Any, where: str, params: Sequence[Any], tail: str
+    ) -> list[TemplateInfo]:
+        cur.execute(
+            "SELECT template_id, template, count, first_seen, last_seen, embedded_at "
+            f"FROM templates {where} {tail}",
+            params,
+        )
+        rows = cur.fetchall()
+        if not rows:
+            return []
+        ids = [row[0] for row in rows]
+        places: dict[str, list[tuple[str, str, int, int]]] = {tid: [] for tid in ids}
+        p = self.placeholder
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            cur.execute(
+                "SELECT template_id, service, host, level, count FROM template_stats "
+                f"WHERE template_id IN ({', '.join([p] * len(chunk))})",
+                chunk,
+            )
+            for tid, service, host, level, count in cur.fetchall():
+                places[tid].append((service, host, level, count))
+        out = []
+        for tid, text, count, first, last, embedded_at in rows:
+            levels: dict[str, int] = {}
+            for _, _, level, n in places[tid]:
+                name = RANK_LEVEL[level].value
+                levels[name] = levels.get(name, 0) + n
+            out.append(
+                TemplateInfo(
+                    template_id=tid,
+                    template=text,
+                    services=tuple(sorted({s for s, _, _, _ in places[tid]})),
+                    hosts=tuple(sorted({h for _, h, _, _ in places[tid]})),
+                    count=int(count),
+                    first_seen=from_micros(first),
+                    last_seen=from_micros(last),
+                    levels=levels,
+                    embedded=embedded_at is not None,
+                )
+            )
+        return out
+
+    def get_templates(self, template_ids: Sequence[str]) -> dict[str, TemplateInfo]:
+        ids = list(dict.fromkeys(template_ids))
+        if not ids:
+            return {}
+        p = self.placeholder
+
+        def read(cur: Any) -> list[TemplateInfo]:
+            found: list[TemplateInfo] = []
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                found.extend(
+                    self._template_infos(
+                        cur, f"WHERE template_id IN ({', '.join([p] * len(chunk))})", chunk, ""
+                    )
+                )
+            return found
+
+        return {info.template_id: info for info in self._run(read, write=False)}
+
+    def list_templates(self, *, service: str | None = None, limit: int = 100) -> list[TemplateInfo]:
+        p = self.placeholder
+        where, params = "", []
+        if service is not None:
+            where = (
+                f"WHERE template_id IN (SELECT template_id FROM template_stats WHERE service = {p})"
+            )
+            params = [service]
+        tail = f"ORDER BY last_seen DESC LIMIT {int(limit)}"
+        return self._run(lambda cur: self._template_infos(cur, where, params, tail), write=False)
+
+    def templates_to_embed(self, limit: int = 256) -> list[TemplateInfo]:
+        tail = f"ORDER BY created_at LIMIT {int(limit)}"
+        return self._run(
+            lambda cur: self._template_infos(cur, "WHERE embedded_at IS NULL", (), tail),
+            write=False,
+        )
+
+    def mark_embedded(self, template_ids: Sequence[str]) -> None:
+        p = self.placeholder
+        now = _now_us()
+        self._run(
+            lambda cur: cur.executemany(
+                f"UPDATE templates SET embedded_at = {p} WHERE template_id = {p}",
+                [(now, tid) for tid in template_ids],
+            ),
+            write=True,
+        )
+
+    def template_count(self) -> int:
+        def read(cur: Any) -> int:
+            cur.execute("SELECT COUNT(*) FROM templates")
+            return int(cur.fetchone()[0])
+
+        return self._run(read, write=False)
 
     def delete_older_than(self, cutoff: datetime, batch_size: int = 10_000) -> int:
         cutoff_us = to_micros(cutoff)
@@ -327,6 +619,9 @@ class SQLLogStore(LogStore):
         if query.trace_id is not None:
             terms.append(f"trace_id = {p}")
             params.append(query.trace_id)
+        if query.template_id is not None:
+            terms.append(f"template_id = {p}")
+            params.append(query.template_id)
         if query.start_time is not None:
             terms.append(f"ts >= {p}")
             params.append(to_micros(query.start_time))
@@ -352,8 +647,10 @@ class SQLLogStore(LogStore):
         fetch = limit + 1  # one more row than asked tells whether a next page exists
         order_by = f"ORDER BY ts {direction}, id {direction}"
         min_rank = query.level.rank if query.level is not None else _ALL_RANKS[0]
-        per_level = query.trace_id is None and (
-            min_rank > _ALL_RANKS[0] or query.service is not None or query.host is not None
+        per_level = (
+            query.trace_id is None
+            and query.template_id is None
+            and (min_rank > _ALL_RANKS[0] or query.service is not None or query.host is not None)
         )
         if not per_level:
             if min_rank > _ALL_RANKS[0]:

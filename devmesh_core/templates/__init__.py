@@ -6,20 +6,20 @@ whole file offline with the same algorithm.
 
 from devmesh_core.templates.masking import WILDCARD, Masker, MaskingConfig
 from devmesh_core.templates.miner import (
+    KnownTemplate,
     MinedTemplate,
     MinerConfig,
     SignatureMiner,
-    TemplateInfo,
     mine_lines,
 )
 
 __all__ = [
     "WILDCARD",
+    "KnownTemplate",
     "Masker",
     "MaskingConfig",
     "MinedTemplate",
     "MinerConfig",
     "SignatureMiner",
-    "TemplateInfo",
     "mine_lines",
 ]

@@ -119,7 +119,7 @@ class MinedTemplate:
 
 
 @dataclass(frozen=True, slots=True)
-class TemplateInfo:
+class KnownTemplate:
     """A known template with its line count and the ids merged into it."""
 
     template_id: str
@@ -212,6 +212,7 @@ class SignatureMiner:
         self._by_tokens: dict[Tokens, str] = {}
         self._by_length: dict[int, set[str]] = {}
         self._alias: dict[str, str] = {}
+        self._merged: dict[str, str] = {}  # merges not yet reported by take_merges()
         # position-blanked signature -> ids of templates that differ only at that position
         self._siblings: dict[tuple[int, Tokens], set[str]] = {}
         self._vocab: OrderedDict[str, None] = OrderedDict()
@@ -259,16 +260,32 @@ class SignatureMiner:
         with self._lock:
             return self._by_id[self._resolve(template_id)].text
 
+    def take_merges(self) -> dict[str, str]:
+        """Ids merged away since the last call, each mapped to the id now standing for it.
+
+        Ingest calls this after each batch so the store can fold the merged templates'
+        events and counts into the surviving id (ids stay stable; only aliases disappear).
+        """
+        with self._lock:
+            merged = {old: self._resolve(new) for old, new in self._merged.items()}
+            self._merged.clear()
+            return merged
+
+    def aliases(self) -> dict[str, str]:
+        """Every id ever merged away, mapped to the id now standing for it."""
+        with self._lock:
+            return {old: self._resolve(old) for old in self._alias}
+
     def resolve_id(self, template_id: str) -> str:
         """The id that now stands for ``template_id`` (itself unless it was merged away)."""
         with self._lock:
             return self._resolve(template_id)
 
-    def templates(self) -> list[TemplateInfo]:
+    def templates(self) -> list[KnownTemplate]:
         """All current templates, oldest first."""
         with self._lock:
             return [
-                TemplateInfo(t.template_id, t.text, t.count, tuple(t.aliases))
+                KnownTemplate(t.template_id, t.text, t.count, tuple(t.aliases))
                 for t in sorted(self._by_id.values(), key=lambda t: t.created)
             ]
 
@@ -561,8 +578,10 @@ class SignatureMiner:
             keep.count += t.count
             keep.aliases.extend([t.template_id, *t.aliases])
             self._alias[t.template_id] = keep.template_id
+            self._merged[t.template_id] = keep.template_id
             for alias in t.aliases:
                 self._alias[alias] = keep.template_id
+                self._merged[alias] = keep.template_id
         keep.tokens = tokens
         self._index(keep)
         return keep

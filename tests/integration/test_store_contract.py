@@ -227,8 +227,35 @@ def test_retention_deletes_only_older(store: LogStore) -> None:
 
 def test_migrate_is_idempotent_and_versioned(store_url: str) -> None:
     with open_store(store_url) as a, open_store(store_url) as b:
-        assert a.migrate() == b.migrate() == 1
-        assert a.schema_version() == 1  # type: ignore[attr-defined]
+        latest = a.migrations[-1].version  # type: ignore[attr-defined]
+        assert latest >= 2
+        assert a.migrate() == b.migrate() == latest
+        assert a.schema_version() == latest  # type: ignore[attr-defined]
+
+
+def test_upgrade_from_v1_keeps_data(store_url: str) -> None:
+    old = open_store(store_url, migrate=False)
+    type(old).migrations, saved = type(old).migrations[:1], type(old).migrations  # type: ignore[attr-defined]
+    try:
+        assert old.migrate() == 1
+        p = old.placeholder  # type: ignore[attr-defined]
+        rows = [(i, 0, "t", "svc", "h", 20, f"old {i}", bytes([i]) * 16) for i in range(5)]
+        old._run(  # type: ignore[attr-defined]
+            lambda cur: cur.executemany(
+                "INSERT INTO logs (ts, ingested_at, source, service, host, level, message, "
+                f"fingerprint) VALUES ({', '.join([p] * 8)})",
+                rows,
+            ),
+            write=True,
+        )
+    finally:
+        type(old).migrations = saved  # type: ignore[attr-defined]
+        old.close()
+    with open_store(store_url) as new:
+        assert new.schema_version() == saved[-1].version  # type: ignore[attr-defined]
+        events = new.query(LogQuery()).events
+        assert len(events) == 5 and all(e.template_id is None for e in events)
+        assert len(new.events_without_template()) == 5
 
 
 def test_newer_schema_is_refused(store_url: str) -> None:

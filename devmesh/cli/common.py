@@ -1,0 +1,42 @@
+"""Helpers every ``devmesh`` command shares: settings from the context, store, miner, consoles."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from devmesh_core import services
+from devmesh_core.config import Settings
+from devmesh_core.errors import DevMeshError
+from devmesh_core.store import LogStore, open_store
+from devmesh_core.templates.owned import OwnedMiner
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def get_settings(ctx: typer.Context) -> Settings:
+    settings = ctx.obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def store_for(settings: Settings) -> LogStore:
+    settings.ensure_data_dir()
+    return open_store(settings.effective_database_url)
+
+
+def miner_for(settings: Settings, store: LogStore) -> OwnedMiner | None:
+    """The template miner of this data dir, or None (said on stderr) when it can't be had."""
+    if not settings.mine_templates:
+        return None
+    try:
+        miner = OwnedMiner(settings.miner_dir)
+    except DevMeshError as exc:
+        err_console.print(
+            f"[yellow]not mining templates:[/yellow] {exc}; "
+            "run `devmesh templates backfill` once it is free"
+        )
+        return None
+    services.sync_template_merges(store, miner, everything=True)
+    return miner

@@ -1,0 +1,106 @@
+"""Template bookkeeping in every LogStore adapter: ids per event, counts, places, merges."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from devmesh_core.models import LogEvent
+from devmesh_core.store import LogQuery, LogStore, open_store
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Ref:
+    template_id: str
+    template: str
+
+
+def ev(i: int, service: str = "web", host: str = "n1", level: str = "INFO") -> LogEvent:
+    return LogEvent(timestamp=T0 + timedelta(seconds=i), service=service, host=host,
+                    level=level, message=f"request {i} done")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[LogStore]:
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+def test_insert_records_template_ids_and_stats(store: LogStore) -> None:
+    a, b = Ref("Ta", "request <*> done"), Ref("Tb", "other <*>")
+    events = [ev(0), ev(1, host="n2", level="ERROR"), ev(2, service="db"), ev(3)]
+    refs = [a, a, b, a]
+    assert store.insert(events, refs).stored == 4
+    got = {e.message: e.template_id for e in store.query(LogQuery()).events}
+    assert got == {"request 0 done": "Ta", "request 1 done": "Ta", "request 2 done": "Tb",
+                   "request 3 done": "Ta"}
+    info = store.get_templates(["Ta", "Tb", "Tx"])
+    assert set(info) == {"Ta", "Tb"}
+    ta = info["Ta"]
+    assert (ta.template, ta.count) == ("request <*> done", 3)
+    assert ta.services == ("web",) and ta.hosts == ("n1", "n2")
+    assert ta.levels == {"INFO": 2, "ERROR": 1}
+    assert (ta.first_seen, ta.last_seen) == (T0, T0 + timedelta(seconds=3))
+    assert [e.message for e in store.query(LogQuery(template_id="Tb")).events] == ["request 2 done"]
+    assert store.template_count() == 2
+
+
+def test_resent_events_are_not_counted_twice(store: LogStore) -> None:
+    ref = Ref("Ta", "request <*> done")
+    events = [ev(i) for i in range(5)]
+    store.insert(events, [ref] * 5)
+    result = store.insert([*events, ev(5), ev(5)], [ref] * 7)
+    assert (result.stored, result.duplicates) == (1, 6)
+    assert store.get_templates(["Ta"])["Ta"].count == 6
+
+
+def test_template_text_follows_the_miner(store: LogStore) -> None:
+    store.insert([ev(0)], [Ref("Ta", "request 0 done")])
+    store.insert([ev(1)], [Ref("Ta", "request <*> done")])
+    assert store.get_templates(["Ta"])["Ta"].template == "request <*> done"
+
+
+def test_list_and_embedding_queue(store: LogStore) -> None:
+    store.insert([ev(0), ev(1, service="db"), ev(2, service="db")],
+                 [Ref("T1", "a"), Ref("T2", "b"), Ref("T3", "c")])
+    assert [t.template_id for t in store.list_templates()] == ["T3", "T2", "T1"]
+    assert [t.template_id for t in store.list_templates(service="db")] == ["T3", "T2"]
+    assert [t.template_id for t in store.list_templates(limit=1)] == ["T3"]
+    assert [t.template_id for t in store.templates_to_embed()] == ["T1", "T2", "T3"]
+    store.mark_embedded(["T1", "T3"])
+    assert [t.template_id for t in store.templates_to_embed()] == ["T2"]
+    assert store.get_templates(["T1"])["T1"].embedded
+    store.insert([ev(9)], [Ref("T1", "a")])  # seen again: stays embedded
+    assert [t.template_id for t in store.templates_to_embed(limit=10)] == ["T2"]
+
+
+def test_merge_folds_events_and_counts(store: LogStore) -> None:
+    store.insert([ev(0), ev(1, host="n2")], [Ref("Told", "x <*>"), Ref("Told", "x <*>")])
+    store.insert([ev(2, level="ERROR")], [Ref("Tnew", "x <*> y")])
+    store.merge_templates({"Told": "Tnew"}, {"Tnew": "<*> <*> y"})
+    store.merge_templates({"Told": "Tnew"}, {"Tnew": "<*> <*> y"})  # idempotent
+    info = store.get_templates(["Told", "Tnew"])
+    assert set(info) == {"Tnew"}
+    assert info["Tnew"].count == 3 and info["Tnew"].template == "<*> <*> y"
+    assert info["Tnew"].hosts == ("n1", "n2") and info["Tnew"].levels == {"INFO": 2, "ERROR": 1}
+    assert info["Tnew"].first_seen == T0
+    assert {e.template_id for e in store.query(LogQuery()).events} == {"Tnew"}
+
+
+def test_backfill_assigns_only_unmined(store: LogStore) -> None:
+    store.insert([ev(i) for i in range(4)])
+    store.insert([ev(10)], [Ref("Tz", "z")])
+    todo = store.events_without_template()
+    assert [e.message for e in todo] == [f"request {i} done" for i in range(4)]
+    assert store.assign_templates(todo, [Ref("Ta", "request <*> done")] * 4) == 4
+    assert store.events_without_template() == []
+    assert store.get_templates(["Ta"])["Ta"].count == 4
+    assert store.assign_templates(todo, [Ref("Tb", "b")] * 4) == 0  # stale copies: no-op
+    assert store.get_templates(["Tb"]) == {}
+    assert {e.template_id for e in store.query(LogQuery(limit=10)).events} == {"Ta", "Tz"}
