@@ -1,5 +1,9 @@
 # The two Quick start commands: `make up` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3.11
+# pip warns about every missing mirror folder of this machine's index; keep errors only.
+QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -10,9 +14,8 @@ STAMP  := $(VENV)/.installed
 # requirement to a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet torch==2.13.0 $(QUIET_PIP)
+	$(BIN)/pip install --quiet -e '.[dev]' $(QUIET_PIP)
 	touch $(STAMP)
 
 install: $(STAMP)

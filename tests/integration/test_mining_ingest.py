@@ -19,15 +19,29 @@ from devmesh_core.templates.owned import OwnedMiner
 def _batch(start: int, n: int) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for i in range(start, start + n):
-        out.append({"timestamp": f"2026-06-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z", "service": "api",
-                    "host": f"n{i % 3}", "level": "error" if i % 4 == 0 else "info",
-                    "message": f"GET /items/{i} returned 200 in {i % 50} ms"})
-        out.append({"timestamp": f"2026-06-01T01:{i // 60 % 60:02d}:{i % 60:02d}Z", "service": "db",
-                    "host": "db1", "message": f"connection from 10.0.0.{i % 250} port {4000 + i} accepted"})
+        out.append(
+            {
+                "timestamp": f"2026-06-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z",
+                "service": "api",
+                "host": f"n{i % 3}",
+                "level": "error" if i % 4 == 0 else "info",
+                "message": f"GET /items/{i} returned 200 in {i % 50} ms",
+            }
+        )
+        out.append(
+            {
+                "timestamp": f"2026-06-01T01:{i // 60 % 60:02d}:{i % 60:02d}Z",
+                "service": "db",
+                "host": "db1",
+                "message": f"connection from 10.0.0.{i % 250} port {4000 + i} accepted",
+            }
+        )
     return out
 
 
-def test_ingest_mines_templates_with_ids_stable_across_restarts(tmp_path: Path, store_url: str) -> None:
+def test_ingest_mines_templates_with_ids_stable_across_restarts(
+    tmp_path: Path, store_url: str
+) -> None:
     settings = Settings(data_dir=tmp_path, database_url=store_url)
     with TestClient(create_app(settings)) as c:
         assert c.post("/ingest/logs", json=_batch(0, 40)).json()["accepted"] == 80
@@ -40,8 +54,14 @@ def test_ingest_mines_templates_with_ids_stable_across_restarts(tmp_path: Path, 
     # a new process (app) over the same data dir keeps the ids
     with TestClient(create_app(settings)) as c:
         c.post("/ingest/logs", json=_batch(100, 10))
-        later = c.get("/query/logs", params={"limit": 20, "start_time": "2026-06-01T00:01:40Z",
-                                             "end_time": "2026-06-01T00:02:00Z"}).json()["events"]
+        later = c.get(
+            "/query/logs",
+            params={
+                "limit": 20,
+                "start_time": "2026-06-01T00:01:40Z",
+                "end_time": "2026-06-01T00:02:00Z",
+            },
+        ).json()["events"]
         assert later and {e["template_id"] for e in later} == {ids["api"]}
         by_template = c.get("/query/logs", params={"template_id": ids["db"], "limit": 1000}).json()
         assert len(by_template["events"]) == 50
@@ -62,8 +82,11 @@ def test_second_process_runs_without_mining_and_says_so(tmp_path: Path, sqlite_u
     finally:
         holder.close()
     runner = CliRunner()
-    env = {"DEVMESH_DATA_DIR": str(tmp_path), "DEVMESH_DATABASE_URL": sqlite_url,
-           "DEVMESH_LOG_FORMAT": "json"}
+    env = {
+        "DEVMESH_DATA_DIR": str(tmp_path),
+        "DEVMESH_DATABASE_URL": sqlite_url,
+        "DEVMESH_LOG_FORMAT": "json",
+    }
     result = runner.invoke(cli, ["templates", "backfill"], env=env)
     assert result.exit_code == 0 and "mined 10 event(s)" in result.stdout
     listing = runner.invoke(cli, ["templates", "list", "--json"], env=env)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from devmesh_core.models import LogEvent
+from devmesh_core.models import Level, LogEvent
 from devmesh_core.store import LogQuery, LogStore, open_store
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -21,8 +21,13 @@ class Ref:
 
 
 def ev(i: int, service: str = "web", host: str = "n1", level: str = "INFO") -> LogEvent:
-    return LogEvent(timestamp=T0 + timedelta(seconds=i), service=service, host=host,
-                    level=level, message=f"request {i} done")  # type: ignore[arg-type]
+    return LogEvent(
+        timestamp=T0 + timedelta(seconds=i),
+        service=service,
+        host=host,
+        level=Level.parse(level),
+        message=f"request {i} done",
+    )
 
 
 @pytest.fixture
@@ -38,8 +43,12 @@ def test_insert_records_template_ids_and_stats(store: LogStore) -> None:
     refs = [a, a, b, a]
     assert store.insert(events, refs).stored == 4
     got = {e.message: e.template_id for e in store.query(LogQuery()).events}
-    assert got == {"request 0 done": "Ta", "request 1 done": "Ta", "request 2 done": "Tb",
-                   "request 3 done": "Ta"}
+    assert got == {
+        "request 0 done": "Ta",
+        "request 1 done": "Ta",
+        "request 2 done": "Tb",
+        "request 3 done": "Ta",
+    }
     info = store.get_templates(["Ta", "Tb", "Tx"])
     assert set(info) == {"Ta", "Tb"}
     ta = info["Ta"]
@@ -67,8 +76,10 @@ def test_template_text_follows_the_miner(store: LogStore) -> None:
 
 
 def test_list_and_embedding_queue(store: LogStore) -> None:
-    store.insert([ev(0), ev(1, service="db"), ev(2, service="db")],
-                 [Ref("T1", "a"), Ref("T2", "b"), Ref("T3", "c")])
+    store.insert(
+        [ev(0), ev(1, service="db"), ev(2, service="db")],
+        [Ref("T1", "a"), Ref("T2", "b"), Ref("T3", "c")],
+    )
     assert [t.template_id for t in store.list_templates()] == ["T3", "T2", "T1"]
     assert [t.template_id for t in store.list_templates(service="db")] == ["T3", "T2"]
     assert [t.template_id for t in store.list_templates(limit=1)] == ["T3"]
