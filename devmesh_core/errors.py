@@ -28,6 +28,10 @@ class LimitExceeded(InvalidInput):
     """A request is over a configured size limit (body bytes, batch length, page size)."""
 
 
+class UnsupportedFormat(InvalidInput):
+    """Input comes in a format DevMesh does not read (e.g. a protobuf Loki push body)."""
+
+
 class NotFound(DevMeshError, LookupError):
     """A named object (incident, token, runbook, …) does not exist."""
 

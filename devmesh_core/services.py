@@ -19,6 +19,7 @@ import orjson
 from pydantic import ValidationError
 
 from devmesh_core.errors import InvalidInput
+from devmesh_core.formats import loki
 from devmesh_core.models import IngestReport, InsertResult, LogEvent, Rejection
 from devmesh_core.store.base import LogStore
 from devmesh_core.templates.miner import SignatureMiner
@@ -76,6 +77,18 @@ def ingest(
     """
     events, rejected = validate_events(items, default_source=default_source)
     result = store_events(store, events, miner=miner)
+    return IngestReport(accepted=result.stored, duplicates=result.duplicates, rejected=rejected)
+
+
+def ingest_loki(
+    store: LogStore, payload: Any, *, miner: SignatureMiner | None = None
+) -> IngestReport:
+    """Store a Loki push body (JSON form); rejections name the entry's position."""
+    pairs, rejected = loki.push_to_items(payload)
+    events, invalid = validate_events([item for _, item in pairs])
+    rejected.extend(Rejection(pairs[r.index][0], r.error) for r in invalid)
+    result = store_events(store, events, miner=miner)
+    rejected.sort(key=lambda r: r.index)
     return IngestReport(accepted=result.stored, duplicates=result.duplicates, rejected=rejected)
 
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pymysql
 import pytest
 
@@ -74,3 +78,48 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'devmesh.db'}"
     return str(request.getfixturevalue("mariadb_url"))
+
+
+def start_server(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Run ``devmesh serve`` as a real subprocess on a free port; return it and its base URL.
+
+    Its stdout and stderr (JSON logs) are captured in the Popen's stdout.
+    """
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "DEVMESH_DATA_DIR": str(data_dir),
+        "DEVMESH_LOG_FORMAT": "json",
+        **(env or {}),
+    }
+    if env is None or "DEVMESH_API_TOKENS" not in env:
+        full_env.pop("DEVMESH_API_TOKENS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devmesh.cli.main", "serve", "--port", str(port), *args],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(proc.communicate()[0].decode())
+
+
+@pytest.fixture
+def devmesh_server(tmp_path: Path) -> Iterator[str]:
+    """Base URL of a real ``devmesh serve`` (SQLite in a temp data dir), stopped afterwards."""
+    proc, base = start_server(tmp_path / "server")
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -29,6 +30,7 @@ from devmesh_core.errors import (
     InvalidInput,
     LimitExceeded,
     NotFound,
+    UnsupportedFormat,
 )
 from devmesh_core.log import get_logger
 from devmesh_core.models import Level
@@ -53,6 +55,7 @@ def json_response(
 
 _STATUS: list[tuple[type[DevMeshError], int]] = [
     (LimitExceeded, 413),
+    (UnsupportedFormat, 415),
     (InvalidInput, 422),
     (AuthError, 401),
     (NotFound, 404),
@@ -184,6 +187,38 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
             }
         )
 
+    @app.post("/loki/api/v1/push", dependencies=[Depends(require_token)])
+    async def loki_push(request: Request, store: StoreDep) -> Response:
+        """Loki's push API (JSON, optionally gzip-compressed), so Promtail, Grafana Alloy,
+        Vector or Fluent Bit can ship here unchanged. 204 when every entry was taken; 400
+        naming the refused entries (the others are stored)."""
+        content_type = request.headers.get("content-type", "")
+        if "protobuf" in content_type:
+            raise UnsupportedFormat(
+                "protobuf push bodies are not supported; configure the agent to send JSON "
+                "(e.g. Vector: encoding.codec=json; Fluent Bit's loki output sends JSON)"
+            )
+        body = await _read_body(request, settings.max_body_bytes)
+        if request.headers.get("content-encoding", "").lower() == "gzip":
+            body = _gunzip(body, settings.max_body_bytes)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"body is not valid JSON: {exc}") from exc
+        report = await run_in_threadpool(
+            services.ingest_loki, store, payload, miner=request.app.state.miner
+        )
+        if report.rejected:
+            return json_response(
+                {
+                    "accepted": report.accepted,
+                    "duplicates": report.duplicates,
+                    "rejected": [{"index": r.index, "error": r.error} for r in report.rejected],
+                },
+                400,
+            )
+        return Response(status_code=204)
+
     @app.get("/query/logs", dependencies=[Depends(require_token)])
     def query_logs(
         store: StoreDep,
@@ -251,6 +286,18 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
         )
 
     return app
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Inflate a gzip body, refusing (413) one that inflates past ``limit`` bytes."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"body is not valid gzip: {exc}") from exc
+    if len(out) > limit:
+        raise LimitExceeded(f"body inflates past the limit of {limit} bytes")
+    return out
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +13,7 @@ from fastapi.testclient import TestClient
 from devmesh.api.app import create_app
 from devmesh_core.config import Settings
 from devmesh_core.store import open_store
-from tests.conftest import free_port
+from tests.conftest import start_server
 
 TOKEN = "dm_test_token_value"
 
@@ -200,38 +196,11 @@ def test_store_down_gives_503(tmp_path: Path, mariadb_url: str) -> None:
         assert r.status_code == 503 and "closed" in r.json()["detail"]
 
 
-def _serve(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    full_env = {
-        **os.environ,
-        "DEVMESH_DATA_DIR": str(tmp_path),
-        "DEVMESH_LOG_FORMAT": "json",
-        **(env or {}),
-    }
-    full_env.pop("DEVMESH_API_TOKENS", None) if env is None else None
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "devmesh.cli.main", "serve", "--port", str(port), *args],
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(proc.communicate()[0].decode())
-
-
 def test_real_server_without_token_binds_loopback_only(tmp_path: Path) -> None:
-    proc, port = _serve(tmp_path, "--host", "0.0.0.0")
+    proc, base = start_server(tmp_path, "--host", "0.0.0.0")
+    port = int(base.rsplit(":", 1)[1])
     try:
-        r = httpx.post(f"http://127.0.0.1:{port}/ingest/logs", json=[_event(1)], timeout=5)
+        r = httpx.post(f"{base}/ingest/logs", json=[_event(1)], timeout=5)
         assert r.json()["accepted"] == 1
     finally:
         proc.terminate()

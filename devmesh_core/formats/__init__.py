@@ -1,0 +1,1 @@
+"""Translators from other log wire formats (Loki push, syslog) to DevMesh log objects."""
