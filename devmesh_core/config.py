@@ -44,6 +44,12 @@ class Settings(BaseSettings):
 
     retention_days: int = Field(default=90, ge=1)
 
+    # Syslog receiver (off unless a port is set). Syslog has no authentication: bind it to
+    # an address only trusted nodes reach (e.g. DEVMESH_SYSLOG_HOST=0.0.0.0 on a home LAN).
+    syslog_host: str = "127.0.0.1"
+    syslog_udp_port: int | None = Field(default=None, ge=0, le=65535)
+    syslog_tcp_port: int | None = Field(default=None, ge=0, le=65535)
+
     mine_templates: bool = Field(
         default=True, description="mine every ingested message into a template (signature)"
     )

@@ -11,7 +11,9 @@ import time
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -34,6 +36,7 @@ from devmesh_core.errors import (
 )
 from devmesh_core.log import get_logger
 from devmesh_core.models import Level
+from devmesh_core.receivers.syslog import SyslogReceiver
 from devmesh_core.store import LogQuery, LogStore, open_store
 from devmesh_core.templates.miner import SignatureMiner
 from devmesh_core.templates.owned import OwnedMiner
@@ -130,9 +133,22 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
             app.state.store, [t.get_secret_value() for t in settings.api_tokens]
         )
         app.state.miner = await run_in_threadpool(open_miner, settings, app.state.store)
+        app.state.syslog = None
+        if settings.syslog_udp_port is not None or settings.syslog_tcp_port is not None:
+            app.state.syslog = SyslogReceiver(
+                partial(
+                    services.ingest, app.state.store, default_source="syslog", miner=app.state.miner
+                ),
+                host=settings.syslog_host,
+                udp_port=settings.syslog_udp_port,
+                tcp_port=settings.syslog_tcp_port,
+            )
+            await app.state.syslog.start()
         try:
             yield
         finally:
+            if app.state.syslog is not None:
+                await app.state.syslog.stop()
             if app.state.miner is not None:
                 app.state.miner.close()
             if own:
@@ -281,6 +297,11 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
                 "backends": {"store": store.backend},
                 "counts": {"events": store.count(), "templates": store.template_count()},
                 "template_mining": request.app.state.miner is not None,
+                "syslog": (
+                    None
+                    if request.app.state.syslog is None
+                    else asdict(request.app.state.syslog.stats)
+                ),
                 "auth": "token" if checker.enabled(time.monotonic()) else "none (loopback only)",
             }
         )

@@ -1,0 +1,1 @@
+"""Network receivers that turn pushed logs into ingest batches (syslog)."""
