@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     syslog_udp_port: int | None = Field(default=None, ge=0, le=65535)
     syslog_tcp_port: int | None = Field(default=None, ge=0, le=65535)
 
+    graph_url: str | None = Field(
+        default=None,
+        description="redis://host:port/graph for an external FalkorDB; default: the embedded "
+        "server DevMesh runs under data_dir/graph",
+    )
+
     mine_templates: bool = Field(
         default=True, description="mine every ingested message into a template (signature)"
     )

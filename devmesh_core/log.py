@@ -45,6 +45,7 @@ def configure_logging(
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -74,6 +75,9 @@ def configure_logging(
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:
-    """Return a structlog logger bound to ``name`` (the module) and any initial context."""
-    logger = structlog.get_logger(name)
-    return logger.bind(logger=name, **initial) if name else logger.bind(**initial)
+    """A structlog logger for ``name`` (the module; logged as ``logger``) with initial context.
+
+    Lazy: the configuration is looked up at each use, so a module-level logger created at
+    import time still follows a ``configure_logging`` called later by the entry point.
+    """
+    return structlog.get_logger(name, **initial) if name else structlog.get_logger(**initial)

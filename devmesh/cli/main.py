@@ -13,6 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from devmesh.cli.common import console, err_console, get_settings, miner_for, store_for
+from devmesh.cli.graph import app as graph_app
 from devmesh.cli.templates import app as templates_app
 from devmesh_core import services
 from devmesh_core.config import Settings
@@ -31,6 +32,7 @@ app = typer.Typer(
 token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(templates_app, name="templates")
+app.add_typer(graph_app, name="graph")
 
 
 _LEVEL_STYLE = {

@@ -1,0 +1,1171 @@
+"""FalkorDB adapter of :class:`~devmesh_core.graph.base.GraphStore`.
+
+Talks Cypher to a FalkorDB server through the ``falkordb`` client: the embedded server
+DevMesh manages (:mod:`devmesh_core.graph.server`) or an external one. Driver errors are
+translated here: connection trouble becomes :class:`BackendUnavailable`, a rejected query
+:class:`BackendError`.
+
+Two FalkorDB behaviours shape the write path (both measured on FalkorDB 4.16):
+
+* ``MERGE`` needs an index on the merge key, or every merge scans the label (real-components
+  notes edge merges going from 0.4 s to 162 s for 20k edges): :meth:`ensure_schema` indexes
+  every key before anything is written.
+* Rows of one ``UNWIND … MERGE`` batch must be unique per merged entity. Merging the same
+  edge twice in one query with ``ON MATCH SET`` **crashes the server** (SIGSEGV in
+  ``Record_GetType``), and when several rows ``SET`` the same node, one row's values stay,
+  not the last row's. :func:`build_statements` therefore folds duplicates in Python before
+  sending (summing ``Emits`` deltas, last value wins elsewhere), and :func:`fix_rows` gives
+  every row of an incident the same outcome.
+
+On the read side, every query starts from an indexed node bound with ``WITH`` (the planner
+otherwise often scans the other label), and the questions asked together are sent in one
+pipeline (:meth:`FalkorDBGraphStore._read_many`).
+
+With an embedded server, a connection failure triggers one ``ensure_running`` (which restarts
+a crashed server on its saved data) and one retry of idempotent statements. ``Emits`` deltas
+are not retried: whether a batch was applied before the connection broke is unknown, and a
+double count is worse than a reported error. redis-py's own retries are switched off (it
+would resend a delta after a timeout); against an external server a failure is reported as
+:class:`BackendUnavailable` for the caller to retry.
+
+Client-side parsing of replies is a good part of each query's latency; with ``hiredis``
+installed redis-py parses in C (measured 30-40% off ``neighbourhood``/``recall``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from falkordb import FalkorDB, QueryResult
+from falkordb.helpers import stringify_param_value
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from devmesh_core.errors import BackendError, BackendUnavailable, InvalidInput
+from devmesh_core.graph.base import (
+    CLOSED_STATUSES,
+    DEFAULT_GRAPH,
+    ActionNode,
+    Covers,
+    DependencyRef,
+    DependsOn,
+    DeploymentInfo,
+    DeploymentNode,
+    Emits,
+    FixInfo,
+    FixRecord,
+    GraphRecord,
+    GraphStats,
+    GraphStore,
+    HostNode,
+    Impacted,
+    IncidentNode,
+    IncidentRef,
+    Involves,
+    Neighbourhood,
+    PastIncident,
+    RunbookNode,
+    RunbookRef,
+    RunsOn,
+    ServiceNode,
+    TemplateNode,
+    TemplateRef,
+    UpsertResult,
+    check_identifier,
+    from_millis,
+    parse_graph_url,
+    redact_url,
+    to_millis,
+)
+from devmesh_core.graph.server import EmbeddedServer, ServerConfig
+from devmesh_core.log import get_logger
+
+
+def _log() -> Any:
+    """The module logger, looked up at use so it follows `configure_logging`."""
+    return get_logger(__name__)
+
+
+BACKEND = "falkordb"
+DEFAULT_BATCH = 1000
+MAX_DEPTH = 6
+
+NODE_KEYS: dict[str, str] = {
+    "Host": "name",
+    "Service": "name",
+    "Template": "signature",
+    "Incident": "id",
+    "Runbook": "id",
+    "Action": "name",
+    "Fix": "id",
+    "Deployment": "id",
+}
+"""Every label and its merge key; each gets a range index in :meth:`ensure_schema`."""
+
+EXTRA_INDEXES: tuple[tuple[str, str], ...] = (("Incident", "open"),)
+"""Indexes that are not merge keys: ``Incident.open`` lets "open incidents of X" start from
+the few open incidents instead of every incident X ever had."""
+
+_CLOSED_LITERAL = "[" + ", ".join(f"'{status}'" for status in CLOSED_STATUSES) + "]"
+
+EDGE_TYPES: tuple[str, ...] = (
+    "RUNS_ON",
+    "EMITS",
+    "DEPENDS_ON",
+    "INVOLVES",
+    "RESOLVED_BY",
+    "USED",
+    "COVERS",
+    "OF",
+)
+
+_LABEL_OF: dict[type, str] = {
+    HostNode: "Host",
+    ServiceNode: "Service",
+    TemplateNode: "Template",
+    IncidentNode: "Incident",
+    RunbookNode: "Runbook",
+    ActionNode: "Action",
+}
+
+# Keep the later of a stored and a new timestamp; a null new value leaves the stored one.
+_LATEST = "CASE WHEN r.ls IS NULL THEN {v} WHEN {v} IS NULL OR r.ls > {v} THEN r.ls ELSE {v} END"
+
+
+# ---------------------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One parameterised Cypher batch: ``UNWIND $rows AS r …``."""
+
+    cypher: str
+    rows: list[dict[str, Any]]
+    idempotent: bool = True
+
+
+def node_cypher(label: str) -> str:
+    """The merge statement of a label: create defaults on create, then set given props.
+
+    Incidents also get ``open`` (derived from ``status``), the indexed flag the open-incident
+    query starts from.
+    """
+    key = NODE_KEYS[label]
+    cypher = (
+        f"UNWIND $rows AS r MERGE (n:{label} {{{key}: r.k}}) ON CREATE SET n += r.c SET n += r.p"
+    )
+    if label == "Incident":
+        cypher += f" SET n.open = NOT (coalesce(n.status, 'open') IN {_CLOSED_LITERAL})"
+    elif label == "Template":  # first_seen only ever moves back
+        cypher += (
+            " SET n.first_seen = CASE WHEN r.fs IS NULL THEN n.first_seen "
+            "WHEN n.first_seen IS NULL OR r.fs < n.first_seen THEN r.fs ELSE n.first_seen END"
+        )
+    return cypher
+
+
+DEPLOYMENT_CYPHER = (
+    "UNWIND $rows AS r MERGE (d:Deployment {id: r.k}) SET d += r.p "
+    "MERGE (s:Service {name: r.s}) MERGE (d)-[:OF]->(s)"
+)
+RUNS_ON_CYPHER = (
+    "UNWIND $rows AS r MERGE (s:Service {name: r.a}) MERGE (h:Host {name: r.b}) "
+    "MERGE (s)-[e:RUNS_ON]->(h) SET e.last_seen = " + _LATEST.format(v="e.last_seen")
+)
+DEPENDS_ON_CYPHER = (
+    "UNWIND $rows AS r MERGE (a:Service {name: r.a}) MERGE (b:Service {name: r.b}) "
+    "MERGE (a)-[d:DEPENDS_ON {source: r.src}]->(b) SET d.confidence = r.conf"
+)
+EMITS_ABSOLUTE_CYPHER = (
+    "UNWIND $rows AS r MERGE (s:Service {name: r.a}) MERGE (t:Template {signature: r.b}) "
+    "MERGE (s)-[e:EMITS]->(t) SET e.count = r.n, e.last_seen = " + _LATEST.format(v="e.last_seen")
+)
+EMITS_DELTA_CYPHER = (
+    "UNWIND $rows AS r MERGE (s:Service {name: r.a}) MERGE (t:Template {signature: r.b}) "
+    "MERGE (s)-[e:EMITS]->(t) SET e.count = coalesce(e.count, 0) + r.n, e.last_seen = "
+    + _LATEST.format(v="e.last_seen")
+)
+
+
+def involves_cypher(kind: str) -> str:
+    key = NODE_KEYS[kind]
+    return (
+        "UNWIND $rows AS r MERGE (i:Incident {id: r.a}) "
+        "ON CREATE SET i.status = 'open', i.open = true "
+        f"MERGE (t:{kind} {{{key}: r.b}}) MERGE (i)-[:INVOLVES]->(t)"
+    )
+
+
+def covers_cypher(kind: str) -> str:
+    key = NODE_KEYS[kind]
+    return (
+        "UNWIND $rows AS r MERGE (rb:Runbook {id: r.a}) "
+        f"MERGE (t:{kind} {{{key}: r.b}}) MERGE (rb)-[:COVERS]->(t)"
+    )
+
+
+def prop_value(value: Any, name: str) -> Any:
+    """A property value FalkorDB can store: scalars, datetimes (as epoch ms), flat lists."""
+    if isinstance(value, datetime):
+        return to_millis(value)
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput(f"property {name!r} must be a finite number, not {value}")
+        return value
+    if isinstance(value, list | tuple):
+        items = [prop_value(item, name) for item in value]
+        if any(isinstance(item, list) for item in items):
+            raise InvalidInput(f"property {name!r}: nested lists are not supported")
+        return items
+    raise InvalidInput(f"property {name!r}: unsupported value type {type(value).__name__}")
+
+
+def clean_props(props: Mapping[str, Any], *, reserved: Collection[str] = ()) -> dict[str, Any]:
+    """Validated properties with ``None`` values dropped (``None`` means "leave alone")."""
+    out: dict[str, Any] = {}
+    for name, value in props.items():
+        check_identifier(name)
+        if name in reserved:
+            raise InvalidInput(f"property {name!r} is set by DevMesh itself")
+        if value is not None:
+            out[name] = prop_value(value, name)
+    return out
+
+
+def _key(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _node_row(record: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(key, create-only props, props) of a node record."""
+    match record:
+        case HostNode(name=name, address=address, props=props):
+            fields: dict[str, Any] = {"address": address}
+            key = _key(name, "host name")
+            reserved: tuple[str, ...] = ("name",)
+        case ServiceNode(name=name, kind=kind, props=props):
+            fields = {"kind": kind}
+            key = _key(name, "service name")
+            reserved = ("name",)
+        case TemplateNode(signature=sig, text=text, level=level, props=props):
+            fields = {"text": text, "level": level}
+            key = _key(sig, "template signature")
+            reserved = ("signature", "first_seen")
+        case IncidentNode(props=props) as inc:
+            fields = {
+                "title": inc.title,
+                "status": inc.status,
+                "severity": inc.severity,
+                "opened_at": inc.opened_at,
+                "resolved_at": inc.resolved_at,
+            }
+            key = _key(inc.id, "incident id")
+            reserved = ("id",)
+            create = {} if inc.status is not None else {"status": "open"}
+            return key, create, _merge(props, fields, reserved)
+        case RunbookNode(id=rid, title=title, path=path, props=props):
+            fields = {"title": title, "path": path}
+            key = _key(rid, "runbook id")
+            reserved = ("id",)
+        case ActionNode(name=name, description=description, risk=risk, props=props):
+            fields = {"description": description, "risk": risk}
+            key = _key(name, "action name")
+            reserved = ("name",)
+        case _:
+            raise InvalidInput(f"not a node record: {record!r}")
+    return key, {}, _merge(props, fields, reserved)
+
+
+def _merge(
+    props: Mapping[str, Any], fields: Mapping[str, Any], reserved: Sequence[str]
+) -> dict[str, Any]:
+    out = clean_props(props, reserved=(*reserved, *fields))
+    out.update(clean_props(fields))
+    return out
+
+
+def _batches(
+    cypher: str, rows: list[dict[str, Any]], size: int, *, idempotent: bool = True
+) -> list[Statement]:
+    return [Statement(cypher, rows[i : i + size], idempotent) for i in range(0, len(rows), size)]
+
+
+def _later(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _earlier(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def build_statements(
+    records: Iterable[GraphRecord], batch_size: int = DEFAULT_BATCH
+) -> list[Statement]:
+    """Group records by kind, fold duplicates, and cut them into ``UNWIND`` batches.
+
+    Pure (no I/O), so the folding rules are unit-tested on their own. Order: nodes, then
+    deployments, then edges; within ``Emits``, absolute counts before deltas.
+    """
+    if batch_size < 1:
+        raise InvalidInput("batch_size must be at least 1")
+    nodes: dict[str, dict[str, dict[str, Any]]] = {label: {} for label in _LABEL_OF.values()}
+    deployments: dict[str, dict[str, Any]] = {}
+    runs_on: dict[tuple[str, str], int | None] = {}
+    depends: dict[tuple[str, str, str], float] = {}
+    emits_abs: dict[tuple[str, str], dict[str, Any]] = {}
+    emits_delta: dict[tuple[str, str], dict[str, Any]] = {}
+    involves: dict[str, dict[tuple[str, str], None]] = {"Service": {}, "Host": {}, "Template": {}}
+    covers: dict[str, dict[tuple[str, str], None]] = {"Service": {}, "Template": {}}
+
+    for record in records:
+        label = _LABEL_OF.get(type(record))
+        if label is not None:
+            key, create, props = _node_row(record)
+            row = nodes[label].setdefault(key, {"k": key, "c": {}, "p": {}})
+            row["c"].update(create)
+            row["p"].update(props)
+            if isinstance(record, TemplateNode):
+                first = to_millis(record.first_seen) if record.first_seen else None
+                row["fs"] = _earlier(row.get("fs"), first)
+        elif isinstance(record, DeploymentNode):
+            key = _key(record.id, "deployment id")
+            props = _merge(
+                record.props,
+                {"at": record.at, "version": record.version, "author": record.author},
+                ("id", "service"),
+            )
+            props["service"] = _key(record.service, "service name")
+            row = deployments.setdefault(key, {"k": key, "p": {}, "s": record.service})
+            row["p"].update(props)
+            row["s"] = record.service
+        elif isinstance(record, RunsOn):
+            pair = (_key(record.service, "service name"), _key(record.host, "host name"))
+            seen = to_millis(record.last_seen) if record.last_seen else None
+            runs_on[pair] = _later(runs_on.get(pair), seen)
+        elif isinstance(record, DependsOn):
+            conf = float(record.confidence)
+            if not 0.0 <= conf <= 1.0:
+                raise InvalidInput(f"confidence must be within [0, 1], got {record.confidence}")
+            trio = (
+                _key(record.service, "service name"),
+                _key(record.depends_on, "service name"),
+                _key(record.source, "dependency source"),
+            )
+            depends[trio] = conf
+        elif isinstance(record, Emits):
+            if (
+                isinstance(record.count, bool)
+                or not isinstance(record.count, int)
+                or record.count < 0
+            ):
+                raise InvalidInput(
+                    f"Emits.count must be a non-negative integer, got {record.count!r}"
+                )
+            pair = (
+                _key(record.service, "service name"),
+                _key(record.signature, "template signature"),
+            )
+            seen = to_millis(record.last_seen) if record.last_seen else None
+            target = emits_abs if record.absolute else emits_delta
+            if pair in target:
+                prev = target[pair]
+                prev["n"] = record.count if record.absolute else prev["n"] + record.count
+                prev["ls"] = _later(prev["ls"], seen)
+            else:
+                target[pair] = {"a": pair[0], "b": pair[1], "n": record.count, "ls": seen}
+        elif isinstance(record, Involves):
+            if record.kind not in involves:
+                raise InvalidInput(
+                    f"an incident involves a Service, Host or Template, not {record.kind!r}"
+                )
+            involves[record.kind][
+                (_key(record.incident_id, "incident id"), _key(record.key, "key"))
+            ] = None
+        elif isinstance(record, Covers):
+            if record.kind not in covers:
+                raise InvalidInput(f"a runbook covers a Service or Template, not {record.kind!r}")
+            covers[record.kind][
+                (_key(record.runbook_id, "runbook id"), _key(record.key, "key"))
+            ] = None
+        else:
+            raise InvalidInput(f"not a graph record: {type(record).__name__}")
+
+    out: list[Statement] = []
+    for label, rows in nodes.items():
+        out += _batches(node_cypher(label), list(rows.values()), batch_size)
+    out += _batches(DEPLOYMENT_CYPHER, list(deployments.values()), batch_size)
+    out += _batches(
+        RUNS_ON_CYPHER, [{"a": a, "b": b, "ls": ls} for (a, b), ls in runs_on.items()], batch_size
+    )
+    out += _batches(
+        DEPENDS_ON_CYPHER,
+        [{"a": a, "b": b, "src": src, "conf": conf} for (a, b, src), conf in depends.items()],
+        batch_size,
+    )
+    out += _batches(EMITS_ABSOLUTE_CYPHER, list(emits_abs.values()), batch_size)
+    out += _batches(EMITS_DELTA_CYPHER, list(emits_delta.values()), batch_size, idempotent=False)
+    for kind, pairs in involves.items():
+        out += _batches(involves_cypher(kind), [{"a": a, "b": b} for a, b in pairs], batch_size)
+    for kind, pairs in covers.items():
+        out += _batches(covers_cypher(kind), [{"a": a, "b": b} for a, b in pairs], batch_size)
+    return out
+
+
+def fix_id_for(fix: FixRecord) -> str:
+    """A stable id for a fix without one: same incident, action, parameters and time → same id."""
+    if fix.fix_id:
+        return fix.fix_id
+    canonical = json.dumps(
+        [fix.incident_id, fix.action, to_millis(fix.applied_at), dict(fix.parameters)],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return "fix-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def fix_params(fix: FixRecord) -> dict[str, Any]:
+    """The row of :data:`RECORD_FIXES_CYPHER` for a fix."""
+    _key(fix.incident_id, "incident id")
+    _key(fix.action, "action name")
+    if fix.outcome not in ("success", "partial", "failed"):
+        raise InvalidInput(f"fix outcome must be success, partial or failed, not {fix.outcome!r}")
+    try:
+        parameters = json.dumps(dict(fix.parameters), sort_keys=True, default=str)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"fix parameters are not JSON-serialisable: {exc}") from exc
+    applied = to_millis(fix.applied_at)
+    ttr = fix.time_to_recover.total_seconds() if fix.time_to_recover is not None else None
+    if ttr is not None and ttr < 0:
+        raise InvalidInput("time_to_recover must not be negative")
+    resolved_at = applied + int(ttr * 1000) if ttr is not None else applied
+    props = clean_props(
+        {
+            "incident": fix.incident_id,
+            "action": fix.action,
+            "parameters": parameters,
+            "approver": fix.approver,
+            "outcome": fix.outcome,
+            "applied_at": applied,
+            "ttr_s": ttr,
+            "notes": fix.notes,
+        }
+    )
+    return {
+        "incident": fix.incident_id,
+        "fix": fix_id_for(fix),
+        "action": fix.action,
+        "props": props,
+        "ok": fix.outcome == "success",
+        "resolved_at": resolved_at,
+    }
+
+
+RECORD_FIXES_CYPHER = (
+    "UNWIND $rows AS r "
+    "MERGE (i:Incident {id: r.incident}) ON CREATE SET i.status = 'open', i.open = true "
+    "MERGE (f:Fix {id: r.fix}) SET f += r.props "
+    "MERGE (a:Action {name: r.action}) "
+    "MERGE (i)-[:RESOLVED_BY]->(f) "
+    "MERGE (f)-[:USED]->(a) "
+    "SET i.status = CASE WHEN r.ok THEN 'resolved' ELSE i.status END, "
+    "i.open = CASE WHEN r.ok THEN false ELSE i.open END, "
+    # An older fix recorded late (a backfill) does not move a newer resolution back.
+    "i.resolved_at = CASE WHEN r.ok AND (i.resolved_at IS NULL OR r.resolved_at > i.resolved_at) "
+    "THEN r.resolved_at ELSE i.resolved_at END"
+)
+
+
+def fix_rows(fixes: Sequence[FixRecord]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Ids in input order, and one row per distinct fix.
+
+    When several rows of one ``UNWIND`` batch set the same node, FalkorDB keeps one of the
+    values, not the last row's; so every row of an incident carries the same outcome: the
+    latest successful fix of the call decides ``resolved_at``.
+    """
+    ids: list[str] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for fix in fixes:
+        params = fix_params(fix)
+        ids.append(str(params["fix"]))
+        rows[str(params["fix"])] = params
+    latest: dict[str, tuple[int, int]] = {}  # incident -> (applied_at, resolved_at)
+    for row in rows.values():
+        if row["ok"]:
+            candidate = (int(row["props"]["applied_at"]), int(row["resolved_at"]))
+            latest[row["incident"]] = max(latest.get(row["incident"], candidate), candidate)
+    for row in rows.values():
+        win = latest.get(row["incident"])
+        row["ok"] = win is not None
+        row["resolved_at"] = win[1] if win is not None else None
+    ordered = sorted(rows.values(), key=lambda r: int(r["props"]["applied_at"]))
+    return ids, ordered
+
+
+# ---------------------------------------------------------------------------- read queries
+
+# Every read starts from an indexed node and binds it with WITH before traversing: given a
+# pattern such as (i:Incident)-[:INVOLVES]->(:Service {name: $n}), FalkorDB 4.16 often plans
+# a scan of the *other* label (all incidents) instead of the index lookup (measured: 26 ms
+# instead of 1 ms at 10k nodes, growing with the graph).
+# One query for everything around the service but its open incidents: each query costs
+# ~0.3-0.7 ms of dispatch and parsing on top of its execution, which dominated when these
+# were six queries. The anchor is one row, so each OPTIONAL MATCH runs once; empty
+# optional matches collect as lists of nulls, dropped when the rows are read. Runbooks
+# reached through templates are gathered before the templates are cut to the most recent.
+Q_NEIGHBOURHOOD = (
+    "MATCH (s:Service {name: $name}) "
+    "OPTIONAL MATCH (s)-[:RUNS_ON]->(h:Host) "
+    "WITH s, collect(DISTINCT h.name) AS hosts "
+    "OPTIONAL MATCH (s)-[d:DEPENDS_ON]->(o:Service) "
+    "WITH s, hosts, collect([o.name, d.confidence, d.source]) AS outs "
+    "OPTIONAL MATCH (s)<-[d2:DEPENDS_ON]-(u:Service) "
+    "WITH s, hosts, outs, collect([u.name, d2.confidence, d2.source]) AS ins "
+    "OPTIONAL MATCH (r:Runbook)-[:COVERS]->(s) "
+    "WITH s, hosts, outs, ins, collect(DISTINCT [r.id, r.title, r.path]) AS rbs "
+    "OPTIONAL MATCH (s)-[:EMITS]->(:Template)<-[:COVERS]-(r2:Runbook) "
+    "WITH s, hosts, outs, ins, rbs, collect(DISTINCT [r2.id, r2.title, r2.path]) AS trbs "
+    "OPTIONAL MATCH (s)-[e:EMITS]->(t:Template) WHERE $since IS NULL OR e.last_seen >= $since "
+    "WITH s, hosts, outs, ins, rbs, trbs, t, e "
+    "ORDER BY coalesce(e.last_seen, 0) DESC, t.signature LIMIT $limit "
+    "RETURN s.kind, hosts, outs, ins, rbs, trbs, "
+    "collect([t.signature, t.text, t.level, e.count, e.last_seen])"
+)
+# Starts from the open incidents (an index on Incident.open): a fleet has few at any time,
+# while a service may have thousands of past ones.
+Q_OPEN_INCIDENTS = (
+    "MATCH (i:Incident {open: true}) WITH i MATCH (i)-[:INVOLVES]->(s:Service) "
+    "WHERE s.name = $name "
+    "RETURN i.id, i.title, i.status, i.severity, i.opened_at "
+    "ORDER BY coalesce(i.opened_at, 0) DESC LIMIT $limit"
+)
+Q_UPSTREAM_STEP = (
+    "UNWIND $frontier AS name MATCH (s:Service {name: name}) WITH s, name "
+    "MATCH (u:Service)-[d:DEPENDS_ON]->(s) WHERE d.confidence >= $min "
+    "RETURN u.name, name, max(d.confidence)"
+)
+Q_DOWNSTREAM_STEP = (
+    "UNWIND $frontier AS name MATCH (s:Service {name: name}) WITH s, name "
+    "MATCH (s)-[d:DEPENDS_ON]->(u:Service) WHERE d.confidence >= $min "
+    "RETURN u.name, name, max(d.confidence)"
+)
+Q_DEPLOYMENTS = (
+    "UNWIND $names AS name MATCH (s:Service {name: name}) WITH s, name "
+    "MATCH (d:Deployment)-[:OF]->(s) WHERE d.at >= $since "
+    "RETURN d.id, name, d.at, d.version, d.author ORDER BY d.at DESC LIMIT $limit"
+)
+# Recall ranks by (signatures matched, involves the service, recency). Checking "involves the
+# service" per candidate costs ~0.15 ms each in FalkorDB (a traversal per row), so instead
+# two anchored queries return the top ``limit`` of all matches and the top ``limit`` of the
+# matches that involve the service; the true top ``limit`` is always within their union.
+Q_RECALL_SIGNATURE = (
+    "MATCH (t:Template {signature: $sig}) WITH t "
+    "MATCH (t)<-[:INVOLVES]-(i:Incident) WHERE NOT (i.id IN $exclude) "
+    "WITH i, coalesce(i.opened_at, 0) AS opened "
+    "RETURN i.id, [$sig], opened ORDER BY opened DESC LIMIT $limit"
+)
+Q_RECALL_SIGNATURES = (
+    "UNWIND $sigs AS sig MATCH (t:Template {signature: sig}) WITH sig, t "
+    "MATCH (t)<-[:INVOLVES]-(i:Incident) WHERE NOT (i.id IN $exclude) "
+    "WITH i, collect(sig) AS matched WITH i, matched, coalesce(i.opened_at, 0) AS opened "
+    "RETURN i.id, matched, opened ORDER BY size(matched) DESC, opened DESC LIMIT $limit"
+)
+Q_RECALL_SIGNATURES_WITH_SERVICE = (
+    "MATCH (s:Service {name: $service}) WITH s "
+    "UNWIND $sigs AS sig MATCH (t:Template {signature: sig}) WITH s, sig, t "
+    "MATCH (t)<-[:INVOLVES]-(i:Incident)-[:INVOLVES]->(s) WHERE NOT (i.id IN $exclude) "
+    "WITH i, collect(sig) AS matched WITH i, matched, coalesce(i.opened_at, 0) AS opened "
+    "RETURN i.id, matched, opened ORDER BY size(matched) DESC, opened DESC LIMIT $limit"
+)
+Q_RECALL_SERVICE = (
+    "MATCH (s:Service {name: $service}) WITH s "
+    "MATCH (i:Incident)-[:INVOLVES]->(s) WHERE NOT (i.id IN $exclude) "
+    "WITH i, coalesce(i.opened_at, 0) AS opened "
+    "RETURN i.id, [], opened ORDER BY opened DESC LIMIT $limit"
+)
+# Details in two flat queries rather than one with chained OPTIONAL MATCHes: FalkorDB runs
+# those per row (measured 6 ms for 10 incidents, against ~1.5 ms for each of these).
+Q_RECALL_DETAILS = (
+    "MATCH (i:Incident) WHERE i.id IN $ids "
+    "OPTIONAL MATCH (i)-[:RESOLVED_BY]->(f:Fix) "
+    "RETURN i.id, i.title, i.status, i.severity, i.opened_at, i.resolved_at, "
+    "collect(CASE WHEN f IS NULL THEN NULL ELSE {id: f.id, action: f.action, "
+    "parameters: f.parameters, approver: f.approver, outcome: f.outcome, "
+    "applied_at: f.applied_at, ttr_s: f.ttr_s, notes: f.notes} END)"
+)
+Q_RECALL_SERVICES = (
+    "MATCH (i:Incident) WHERE i.id IN $ids WITH i "
+    "MATCH (i)-[:INVOLVES]->(s:Service) RETURN i.id, s.name"
+)
+
+
+# ---------------------------------------------------------------------------- the adapter
+
+
+class FalkorDBGraphStore(GraphStore):
+    """The graph in one FalkorDB graph key (``graph``, default ``devmesh``).
+
+    ``connect`` builds a client; with ``server`` (embedded mode) it is called again after a
+    connection failure, once ``server.ensure_running()`` has restarted a dead server.
+    ``owns_server`` makes :meth:`close` close the manager too (whoever created the manager
+    closes it; in ``owned`` mode that stops a server the manager started). The indexes are
+    created by :meth:`ensure_schema`, or before the first write if nobody called it.
+    """
+
+    backend = BACKEND
+
+    def __init__(
+        self,
+        connect: Callable[[], FalkorDB],
+        *,
+        graph: str = DEFAULT_GRAPH,
+        server: EmbeddedServer | None = None,
+        owns_server: bool = False,
+        batch_size: int = DEFAULT_BATCH,
+        where: str = "FalkorDB",
+    ) -> None:
+        if batch_size < 1:
+            raise InvalidInput("batch_size must be at least 1")
+        self.graph_name = graph
+        self.server = server
+        self._owns_server = owns_server
+        self.batch_size = batch_size
+        self._connect = connect
+        self._where = where
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._closed = False
+        self._schema_ready = False
+        self._db = self._open_client()
+        self._graph = self._db.select_graph(graph)
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def embedded(
+        cls,
+        server: EmbeddedServer,
+        *,
+        graph: str = DEFAULT_GRAPH,
+        batch_size: int = DEFAULT_BATCH,
+        socket_timeout: float = 60.0,
+        owns_server: bool = False,
+    ) -> FalkorDBGraphStore:
+        """A store on the embedded server of ``server``'s directory (started if needed)."""
+
+        def connect() -> FalkorDB:
+            info = server.ensure_running()
+            return FalkorDB(
+                **info.redis_kwargs(),
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=5.0,
+                retry=Retry(NoBackoff(), 0),
+            )
+
+        return cls(
+            connect,
+            graph=graph,
+            server=server,
+            owns_server=owns_server,
+            batch_size=batch_size,
+            where=f"embedded FalkorDB in {server.directory}",
+        )
+
+    @classmethod
+    def from_server_url(
+        cls,
+        server_url: str,
+        *,
+        graph: str = DEFAULT_GRAPH,
+        batch_size: int = DEFAULT_BATCH,
+        socket_timeout: float = 60.0,
+    ) -> FalkorDBGraphStore:
+        """A store on an external server (``redis://[user:pw@]host:port[/db]``)."""
+
+        def connect() -> FalkorDB:
+            return FalkorDB.from_url(
+                server_url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=5.0,
+                retry=Retry(NoBackoff(), 0),
+            )
+
+        return cls(connect, graph=graph, batch_size=batch_size, where=redact_url(server_url))
+
+    @classmethod
+    def from_url(
+        cls, url: str | None, data_dir: Path, *, owned: bool = False
+    ) -> FalkorDBGraphStore:
+        """Pick embedded or external from a graph URL (see :func:`parse_graph_url`)."""
+        parsed = parse_graph_url(url, data_dir)
+        if parsed.kind == "embedded":
+            assert parsed.directory is not None
+            server = EmbeddedServer(
+                ServerConfig(directory=parsed.directory, persistence=parsed.persistence),
+                owned=owned,
+            )
+            try:
+                return cls.embedded(server, graph=parsed.graph, owns_server=True)
+            except BaseException:
+                server.close()
+                raise
+        assert parsed.server_url is not None
+        return cls.from_server_url(parsed.server_url, graph=parsed.graph)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _open_client(self) -> FalkorDB:
+        try:
+            return self._connect()
+        except redis.RedisError as exc:
+            raise BackendUnavailable(
+                f"cannot connect to {self._where}: {exc}", backend=BACKEND
+            ) from exc
+
+    def _reconnect(self, seen_generation: int) -> None:
+        """Replace the client (restarting an embedded server) unless another thread did."""
+        with self._lock:
+            if self._generation != seen_generation:
+                return
+            old = self._db
+            self._db = self._open_client()
+            self._graph = self._db.select_graph(self.graph_name)
+            self._generation += 1
+            self._schema_ready = False  # a restarted server may have lost unsaved indexes
+        old.close()
+        _log().warning("graph_reconnected", where=self._where)
+
+    def _query(
+        self,
+        cypher: str,
+        params: dict[str, Any] | None = None,
+        *,
+        read_only: bool = False,
+        idempotent: bool = True,
+    ) -> Any:
+        if self._closed:
+            raise BackendError("the graph store is closed", backend=BACKEND)
+        for attempt in (0, 1):
+            generation, graph = self._generation, self._graph
+            try:
+                if read_only:
+                    return graph.ro_query(cypher, params)
+                return graph.query(cypher, params)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == 0 and self.server is not None:
+                    self._reconnect(generation)
+                    if idempotent:
+                        continue
+                    raise BackendUnavailable(
+                        f"lost the connection to {self._where} during a non-idempotent write "
+                        f"(it may or may not have been applied): {exc}",
+                        backend=BACKEND,
+                    ) from exc
+                raise BackendUnavailable(
+                    f"{self._where} is unavailable: {exc}", backend=BACKEND
+                ) from exc
+            except redis.ResponseError as exc:
+                raise BackendError(f"graph query failed: {exc}", backend=BACKEND) from exc
+            except redis.RedisError as exc:
+                raise BackendError(f"graph error: {exc}", backend=BACKEND) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_many(self, queries: Sequence[tuple[str, dict[str, Any]]]) -> list[list[list[Any]]]:
+        """Run read queries in one round trip (a Redis pipeline); rows of each, in order.
+
+        The reasoning layer's questions need several small queries each; sent one by one,
+        the round trips were a third of the latency."""
+        if self._closed:
+            raise BackendError("the graph store is closed", backend=BACKEND)
+        for attempt in (0, 1):
+            generation, db, graph = self._generation, self._db, self._graph
+            try:
+                pipe = db.connection.pipeline(transaction=False)
+                for cypher, params in queries:
+                    pipe.execute_command(
+                        "GRAPH.RO_QUERY", self.graph_name, with_params(cypher, params), "--compact"
+                    )
+                responses = pipe.execute(raise_on_error=False)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == 0 and self.server is not None:
+                    self._reconnect(generation)
+                    continue
+                raise BackendUnavailable(
+                    f"{self._where} is unavailable: {exc}", backend=BACKEND
+                ) from exc
+            except redis.RedisError as exc:
+                raise BackendError(f"graph error: {exc}", backend=BACKEND) from exc
+        out: list[list[list[Any]]] = []
+        for response in responses:
+            try:
+                if isinstance(response, Exception):
+                    raise response
+                out.append(QueryResult(graph, response).result_set)
+            except redis.ResponseError as exc:
+                if "empty key" in str(exc):
+                    out.append([])
+                    continue
+                raise BackendError(f"graph query failed: {exc}", backend=BACKEND) from exc
+        return out
+
+    def _rows(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        """Rows of a read query; a graph that does not exist yet reads as empty."""
+        try:
+            result = self._query(cypher, params, read_only=True)
+        except BackendError as exc:
+            if isinstance(exc.__cause__, redis.ResponseError) and "empty key" in str(exc):
+                return []
+            raise
+        rows: list[list[Any]] = result.result_set
+        return rows
+
+    # ------------------------------------------------------------------ schema and writes
+
+    def ensure_schema(self) -> None:
+        existing = {
+            (label, prop)
+            for label, props, entity in self._rows(
+                "CALL db.indexes() YIELD label, properties, entitytype "
+                "RETURN label, properties, entitytype"
+            )
+            if entity == "NODE"
+            for prop in props
+        }
+        for label, key in (*NODE_KEYS.items(), *EXTRA_INDEXES):
+            if (label, key) in existing:
+                continue
+            try:
+                self._query(f"CREATE INDEX FOR (n:{label}) ON (n.{key})")
+            except BackendError as exc:
+                if "already indexed" not in str(exc):  # another process won the race
+                    raise
+        self._schema_ready = True
+        _log().debug("graph_schema_ready", graph=self.graph_name)
+
+    def upsert(self, records: Iterable[GraphRecord]) -> UpsertResult:
+        if not self._schema_ready:  # merging without the indexes is 100x+ slower
+            self.ensure_schema()
+        total = UpsertResult()
+        for statement in build_statements(records, self.batch_size):
+            result = self._query(
+                statement.cypher, {"rows": statement.rows}, idempotent=statement.idempotent
+            )
+            total = total + UpsertResult(
+                int(result.nodes_created),
+                int(result.relationships_created),
+                int(result.properties_set),
+                1,
+            )
+        return total
+
+    def record_fixes(self, fixes: Sequence[FixRecord]) -> list[str]:
+        ids, rows = fix_rows(fixes)
+        if not self._schema_ready:
+            self.ensure_schema()
+        for statement in _batches(RECORD_FIXES_CYPHER, rows, self.batch_size):
+            self._query(statement.cypher, {"rows": statement.rows})
+        return ids
+
+    def clear(self) -> None:
+        """Drop the graph key with ``GRAPH.DELETE`` (instant, unlike deleting node by node)
+        and recreate the indexes."""
+        for attempt in (0, 1):
+            generation, db = self._generation, self._db
+            try:
+                db.execute_command("GRAPH.DELETE", self.graph_name)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == 0 and self.server is not None:
+                    self._reconnect(generation)
+                    continue
+                raise BackendUnavailable(
+                    f"{self._where} is unavailable: {exc}", backend=BACKEND
+                ) from exc
+            except redis.ResponseError as exc:
+                if "empty key" in str(exc) or "Invalid graph operation" in str(exc):
+                    break  # nothing to delete
+                raise BackendError(f"cannot delete the graph: {exc}", backend=BACKEND) from exc
+            except redis.RedisError as exc:
+                raise BackendError(f"cannot delete the graph: {exc}", backend=BACKEND) from exc
+        self.ensure_schema()
+
+    # ------------------------------------------------------------------ reads
+
+    def neighbourhood(
+        self,
+        service: str,
+        *,
+        templates: int = 20,
+        incidents: int = 20,
+        since: datetime | None = None,
+    ) -> Neighbourhood:
+        name = _key(service, "service name")
+        head, inc_rows = self._read_many(
+            [
+                (
+                    Q_NEIGHBOURHOOD,
+                    {
+                        "name": name,
+                        "since": to_millis(since) if since else None,
+                        # LIMIT 0 would drop the one row, and with it the service.
+                        "limit": max(1, templates),
+                    },
+                ),
+                (Q_OPEN_INCIDENTS, {"name": name, "limit": max(0, incidents)}),
+            ]
+        )
+        if not head:
+            return Neighbourhood(service=name, known=False)
+        kind, hosts, outs, ins, rbs, trbs, tmpls = head[0]
+        runbooks: dict[str, RunbookRef] = {}
+        for rid, title, path in trbs:
+            if rid is not None:
+                runbooks[rid] = RunbookRef(rid, title, path, "template")
+        for rid, title, path in rbs:  # covering the service itself wins
+            if rid is not None:
+                runbooks[rid] = RunbookRef(rid, title, path, "service")
+        return Neighbourhood(
+            service=name,
+            known=True,
+            kind=kind,
+            hosts=tuple(sorted(h for h in hosts if h is not None)),
+            depends_on=_dependencies(outs),
+            dependents=_dependencies(ins),
+            templates=tuple(
+                TemplateRef(sig, text, level, int(count or 0), from_millis(last))
+                for sig, text, level, count, last in tmpls[: max(0, templates)]
+                if sig is not None
+            ),
+            open_incidents=tuple(
+                IncidentRef(iid, title, status or "open", severity, from_millis(opened))
+                for iid, title, status, severity, opened in inc_rows
+            ),
+            runbooks=tuple(sorted(runbooks.values(), key=lambda r: (r.via != "service", r.id))),
+        )
+
+    def _walk(
+        self, service: str, query: str, max_depth: int, min_confidence: float
+    ) -> list[Impacted]:
+        """Breadth-first over DEPENDS_ON, one query per level: cost grows with the edges
+        visited, not with the number of paths (a variable-length match enumerates paths)."""
+        if not 1 <= max_depth <= MAX_DEPTH:
+            raise InvalidInput(f"max_depth must be within 1..{MAX_DEPTH}, got {max_depth}")
+        found: dict[str, Impacted] = {}
+        conf_to: dict[str, float] = {service: 1.0}
+        frontier = [service]
+        for depth in range(1, max_depth + 1):
+            rows = self._rows(query, {"frontier": frontier, "min": float(min_confidence)})
+            nxt: dict[str, Impacted] = {}
+            for other, via, conf in sorted(rows, key=lambda r: (r[0], r[1])):
+                if other == service or other in found:
+                    continue
+                path_conf = min(conf_to[via], float(conf))
+                best = nxt.get(other)
+                if best is None or path_conf > best.confidence:
+                    nxt[other] = Impacted(other, depth, via, path_conf)
+            if not nxt:
+                break
+            for other, hit in nxt.items():
+                found[other] = hit
+                conf_to[other] = hit.confidence
+            frontier = sorted(nxt)
+        return sorted(found.values(), key=lambda i: (i.depth, -i.confidence, i.service))
+
+    def blast_radius(
+        self, service: str, *, max_depth: int = 3, min_confidence: float = 0.0
+    ) -> list[Impacted]:
+        return self._walk(_key(service, "service name"), Q_UPSTREAM_STEP, max_depth, min_confidence)
+
+    def recent_deployments(
+        self, service: str, since: datetime, *, depth: int = 1, limit: int = 50
+    ) -> list[DeploymentInfo]:
+        name = _key(service, "service name")
+        depth_of = {name: 0}
+        if depth > 0:
+            for dep in self._walk(name, Q_DOWNSTREAM_STEP, depth, 0.0):
+                depth_of[dep.service] = dep.depth
+        rows = self._rows(
+            Q_DEPLOYMENTS,
+            {"names": sorted(depth_of), "since": to_millis(since), "limit": max(0, limit)},
+        )
+        out: list[DeploymentInfo] = []
+        for did, svc, at, version, author in rows:
+            when = from_millis(at)
+            if when is None:
+                continue
+            out.append(DeploymentInfo(did, svc, when, version, author, depth_of.get(svc, 0)))
+        return out
+
+    def recall(
+        self,
+        *,
+        signature: str | Sequence[str] | None = None,
+        service: str | None = None,
+        limit: int = 10,
+        exclude: Collection[str] = (),
+    ) -> list[PastIncident]:
+        sigs = [signature] if isinstance(signature, str) else list(signature or [])
+        sigs = list(dict.fromkeys(_key(s, "template signature") for s in sigs))
+        if not sigs and service is None:
+            raise InvalidInput("recall needs a signature or a service")
+        if limit < 1:
+            return []
+        excluded = sorted(exclude)
+        # id -> (matched signatures, involves the service, opened at ms)
+        found: dict[str, tuple[tuple[str, ...], bool, int]] = {}
+        base: dict[str, Any] = {"exclude": excluded, "limit": limit}
+        queries: list[tuple[str, dict[str, Any]]] = []
+        if len(sigs) == 1:
+            queries.append((Q_RECALL_SIGNATURE, {**base, "sig": sigs[0]}))
+        elif sigs:
+            queries.append((Q_RECALL_SIGNATURES, {**base, "sigs": sigs}))
+        if service is not None:
+            name = _key(service, "service name")
+            if sigs:
+                queries.append(
+                    (Q_RECALL_SIGNATURES_WITH_SERVICE, {**base, "sigs": sigs, "service": name})
+                )
+            queries.append((Q_RECALL_SERVICE, {**base, "service": name}))
+        results = self._read_many(queries)
+        if sigs:
+            for iid, matched, opened in results.pop(0):
+                found[iid] = (tuple(sorted(set(matched))), False, int(opened))
+        for rows in results:  # the service-restricted queries: every row involves it
+            for iid, matched, opened in rows:
+                known = found.get(iid)
+                signatures = known[0] if known else tuple(sorted(set(matched)))
+                found[iid] = (signatures, True, int(opened))
+        order = sorted(found, key=lambda i: (-len(found[i][0]), not found[i][1], -found[i][2], i))
+        ids = order[:limit]
+        if not ids:
+            return []
+        detail_rows, service_rows = self._read_many(
+            [(Q_RECALL_DETAILS, {"ids": ids}), (Q_RECALL_SERVICES, {"ids": ids})]
+        )
+        details = {row[0]: row for row in detail_rows}
+        services_of: dict[str, set[str]] = {}
+        for iid, svc in service_rows:
+            services_of.setdefault(iid, set()).add(svc)
+        out: list[PastIncident] = []
+        for iid in ids:
+            row = details.get(iid)
+            if row is None:  # deleted between the two queries
+                continue
+            _, title, status, severity, opened, resolved, fixes = row
+            matched, involves, _ = found[iid]
+            out.append(
+                PastIncident(
+                    id=iid,
+                    title=title,
+                    status=status or "open",
+                    severity=severity,
+                    opened_at=from_millis(opened),
+                    resolved_at=from_millis(resolved),
+                    services=tuple(sorted(services_of.get(iid, ()))),
+                    matched_signatures=matched,
+                    involves_service=involves,
+                    fixes=tuple(sorted((_fix(f) for f in fixes), key=_fix_order)),
+                )
+            )
+        return out
+
+    def stats(self) -> GraphStats:
+        nodes = {
+            label: _count(self._rows(f"MATCH (n:{label}) RETURN count(n)")) for label in NODE_KEYS
+        }
+        edges = {
+            rel: _count(self._rows(f"MATCH ()-[r:{rel}]->() RETURN count(r)")) for rel in EDGE_TYPES
+        }
+        return GraphStats(nodes=nodes, edges=edges)
+
+    def ping(self) -> None:
+        try:
+            self._db.connection.ping()
+        except redis.RedisError as exc:
+            if self.server is None:
+                raise BackendUnavailable(
+                    f"{self._where} is unavailable: {exc}", backend=BACKEND
+                ) from exc
+            self._reconnect(self._generation)
+        self._rows("RETURN 1")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._db.close()
+        if self.server is not None and self._owns_server:
+            self.server.close()
+
+
+def with_params(cypher: str, params: Mapping[str, Any] | None) -> str:
+    """Prefix a query with its ``CYPHER name=value …`` header, as the client does."""
+    if not params:
+        return cypher
+    header = " ".join(f"`{key}`={stringify_param_value(value)}" for key, value in params.items())
+    return f"CYPHER {header} {cypher}"
+
+
+def _count(rows: list[list[Any]]) -> int:
+    return int(rows[0][0]) if rows else 0
+
+
+def _dependencies(rows: list[list[Any]]) -> tuple[DependencyRef, ...]:
+    """Fold (service, confidence, source) triples into one reference per service."""
+    best: dict[str, float] = {}
+    sources: dict[str, set[str]] = {}
+    for name, conf, source in rows:
+        if name is None:
+            continue
+        best[name] = max(best.get(name, 0.0), float(conf if conf is not None else 0.0))
+        sources.setdefault(name, set()).add(source)
+    return tuple(
+        DependencyRef(name, best[name], tuple(sorted(s for s in sources[name] if s)))
+        for name in sorted(best)
+    )
+
+
+def _fix(raw: Mapping[str, Any]) -> FixInfo:
+    try:
+        parameters = json.loads(raw.get("parameters") or "{}")
+    except ValueError:
+        parameters = {"_raw": raw.get("parameters")}
+    ttr = raw.get("ttr_s")
+    return FixInfo(
+        id=str(raw["id"]),
+        action=raw.get("action"),
+        parameters=parameters if isinstance(parameters, dict) else {"_value": parameters},
+        approver=raw.get("approver"),
+        outcome=raw.get("outcome"),
+        applied_at=from_millis(raw.get("applied_at")),
+        time_to_recover=timedelta(seconds=float(ttr)) if ttr is not None else None,
+        notes=raw.get("notes"),
+    )
+
+
+def _fix_order(fix: FixInfo) -> tuple[int, float]:
+    rank = {"success": 0, "partial": 1, "failed": 2}.get(fix.outcome or "", 3)
+    stamp = fix.applied_at.timestamp() if fix.applied_at else 0.0
+    return rank, -stamp
