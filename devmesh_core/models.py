@@ -328,6 +328,21 @@ class TemplateInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplatePlace:
+    """How often one template occurred for one service, host and level, and when that
+    count last changed (``updated_us``, ingestion time: the watermark for projections)."""
+
+    template_id: str
+    template: str
+    service: str
+    host: str
+    level: Level
+    count: int
+    last_seen: datetime
+    updated_us: int
+
+
+@dataclass(frozen=True, slots=True)
 class InsertResult:
     """What a bulk insert did: rows newly stored and rows recognised as already present."""
 

@@ -24,6 +24,7 @@ from devmesh_core.models import (
     StoredEvent,
     TemplateInfo,
     TemplateLike,
+    TemplatePlace,
 )
 
 Order = Literal["desc", "asc"]
@@ -158,6 +159,22 @@ class LogStore(ABC):
         self, events: Sequence[StoredEvent], templates: Sequence[TemplateLike]
     ) -> int:
         """Set the template of stored events that have none; return how many were set."""
+
+    @abstractmethod
+    def template_places_since(self, after_us: int) -> list[TemplatePlace]:
+        """Per (template, service, host, level) counts changed after ``after_us`` (ingestion
+        time, µs), oldest change first: what an incremental projection reads."""
+
+    @abstractmethod
+    def template_merges_since(self, after_us: int) -> list[tuple[str, str, int]]:
+        """``(merged-away id, surviving id, merged at µs)`` recorded after ``after_us``."""
+
+    @abstractmethod
+    def events_of_types(
+        self, event_types: Sequence[str], *, after_id: int = 0, limit: int = 1_000
+    ) -> list[StoredEvent]:
+        """Events whose ``event_type`` is one of ``event_types`` with id > ``after_id``,
+        by id (e.g. deployment events for the graph)."""
 
     @abstractmethod
     def template_count(self) -> int:

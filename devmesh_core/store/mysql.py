@@ -87,6 +87,21 @@ _V2 = Migration(
     ),
 )
 
+_V3 = Migration(
+    3,
+    (
+        "ALTER TABLE template_stats ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0, "
+        "ADD KEY ix_template_stats_updated (updated_at)",
+        f"""CREATE TABLE template_merges (
+            id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            old_id {_TID} NOT NULL,
+            new_id {_TID} NOT NULL,
+            merged_at BIGINT NOT NULL,
+            KEY ix_template_merges_at (merged_at)
+        ) {_TABLE_OPTIONS}""",
+    ),
+)
+
 # ON DUPLICATE KEY UPDATE (not INSERT IGNORE, which would also swallow data errors) makes a
 # duplicate fingerprint a no-op that reports 0 affected rows. This parameterised form is what
 # the raw-driver benchmark runs through pymysql's executemany.
@@ -116,7 +131,7 @@ class MySQLLogStore(SQLLogStore):
 
     backend = "mysql"
     placeholder = "%s"
-    migrations = (_V1, _V2)
+    migrations = (_V1, _V2, _V3)
 
     def __init__(self, **connect_args: Any) -> None:
         super().__init__()

@@ -29,6 +29,7 @@ from devmesh_core.models import (
     StoredEvent,
     TemplateInfo,
     TemplateLike,
+    TemplatePlace,
     from_micros,
     to_micros,
 )
@@ -390,7 +391,7 @@ class SQLLogStore(LogStore):
         if per_place:
             cur.executemany(
                 self._stats_upsert(),
-                [(*key, n, last) for key, (n, last) in per_place.items()],
+                [(*key, n, last, now) for key, (n, last) in per_place.items()],
             )
 
     def _templates_upsert(self) -> str:
@@ -407,10 +408,11 @@ class SQLLogStore(LogStore):
     def _stats_upsert(self) -> str:
         return self._upsert(
             "template_stats",
-            ("template_id", "service", "host", "level", "count", "last_seen"),
+            ("template_id", "service", "host", "level", "count", "last_seen", "updated_at"),
             ("template_id", "service", "host", "level"),
             add=("count",),
             greatest=("last_seen",),
+            replace=("updated_at",),
         )
 
     def assign_templates(
@@ -457,6 +459,7 @@ class SQLLogStore(LogStore):
         if not merged:
             return
         p = self.placeholder
+        now = _now_us()
 
         def work(cur: Any) -> None:
             for old, new in merged.items():
@@ -479,11 +482,16 @@ class SQLLogStore(LogStore):
                         f"WHERE template_id = {p}",
                         (old,),
                     )
-                    stats = [(new, *r) for r in cur.fetchall()]
+                    stats = [(new, *r, now) for r in cur.fetchall()]
                     if stats:
                         cur.executemany(self._stats_upsert(), stats)
                     cur.execute(f"DELETE FROM template_stats WHERE template_id = {p}", (old,))
                     cur.execute(f"DELETE FROM templates WHERE template_id = {p}", (old,))
+                    cur.execute(
+                        "INSERT INTO template_merges (old_id, new_id, merged_at) "
+                        f"VALUES ({p}, {p}, {p})",
+                        (old, new, now),
+                    )
                 cur.execute(
                     f"UPDATE logs SET template_id = {p} WHERE template_id = {p}", (new, old)
                 )
@@ -585,6 +593,64 @@ class SQLLogStore(LogStore):
             ),
             write=True,
         )
+
+    def template_places_since(self, after_us: int) -> list[TemplatePlace]:
+        p = self.placeholder
+
+        def read(cur: Any) -> list[TemplatePlace]:
+            cur.execute(
+                "SELECT s.template_id, t.template, s.service, s.host, s.level, s.count, "
+                "s.last_seen, s.updated_at FROM template_stats s "
+                "JOIN templates t ON t.template_id = s.template_id "
+                f"WHERE s.updated_at > {p} ORDER BY s.updated_at",
+                (after_us,),
+            )
+            return [
+                TemplatePlace(
+                    tid,
+                    text,
+                    service,
+                    host,
+                    RANK_LEVEL[level],
+                    int(count),
+                    from_micros(last),
+                    int(updated),
+                )
+                for tid, text, service, host, level, count, last, updated in cur.fetchall()
+            ]
+
+        return self._run(read, write=False)
+
+    def template_merges_since(self, after_us: int) -> list[tuple[str, str, int]]:
+        p = self.placeholder
+
+        def read(cur: Any) -> list[tuple[str, str, int]]:
+            cur.execute(
+                "SELECT old_id, new_id, merged_at FROM template_merges "
+                f"WHERE merged_at > {p} ORDER BY merged_at",
+                (after_us,),
+            )
+            return [(old, new, int(at)) for old, new, at in cur.fetchall()]
+
+        return self._run(read, write=False)
+
+    def events_of_types(
+        self, event_types: Sequence[str], *, after_id: int = 0, limit: int = 1_000
+    ) -> list[StoredEvent]:
+        if not event_types:
+            return []
+        p = self.placeholder
+
+        def read(cur: Any) -> list[Any]:
+            cur.execute(
+                f"SELECT {_SELECT_LIST} FROM logs WHERE id > {p} "
+                f"AND event_type IN ({', '.join([p] * len(event_types))}) "
+                f"ORDER BY id LIMIT {int(limit)}",
+                (after_id, *event_types),
+            )
+            return list(cur.fetchall())
+
+        return [stored_event(row) for row in self._run(read, write=False)]
 
     def template_count(self) -> int:
         def read(cur: Any) -> int:

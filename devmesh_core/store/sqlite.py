@@ -76,6 +76,20 @@ _V2 = Migration(
     ),
 )
 
+_V3 = Migration(
+    3,
+    (
+        "ALTER TABLE template_stats ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX ix_template_stats_updated ON template_stats (updated_at)",
+        """CREATE TABLE template_merges (
+            old_id TEXT NOT NULL,
+            new_id TEXT NOT NULL,
+            merged_at INTEGER NOT NULL
+        )""",
+        "CREATE INDEX ix_template_merges_at ON template_merges (merged_at)",
+    ),
+)
+
 _INSERT = (
     f"INSERT INTO logs ({', '.join(INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in INSERT_COLUMNS)}) "
@@ -90,7 +104,7 @@ class SQLiteLogStore(SQLLogStore):
 
     backend = "sqlite"
     placeholder = "?"
-    migrations = (_V1, _V2)
+    migrations = (_V1, _V2, _V3)
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
         super().__init__()

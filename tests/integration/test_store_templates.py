@@ -115,3 +115,44 @@ def test_backfill_assigns_only_unmined(store: LogStore) -> None:
     assert store.assign_templates(todo, [Ref("Tb", "b")] * 4) == 0  # stale copies: no-op
     assert store.get_templates(["Tb"]) == {}
     assert {e.template_id for e in store.query(LogQuery(limit=10)).events} == {"Ta", "Tz"}
+
+
+def test_incremental_reads_for_projections(store: LogStore) -> None:
+    assert store.template_places_since(0) == []
+    store.insert([ev(0), ev(1, host="n2")], [Ref("Ta", "a <*>"), Ref("Ta", "a <*>")])
+    places = store.template_places_since(0)
+    assert sorted((p.template_id, p.host, p.count) for p in places) == [
+        ("Ta", "n1", 1),
+        ("Ta", "n2", 1),
+    ]
+    assert places[0].template == "a <*>"
+    watermark = max(p.updated_us for p in places)
+    assert store.template_places_since(watermark) == []
+    store.insert([ev(2)], [Ref("Ta", "a <*>")])
+    (changed,) = store.template_places_since(watermark)
+    assert (changed.host, changed.count, changed.last_seen) == ("n1", 2, T0 + timedelta(seconds=2))
+    store.insert([ev(3)], [Ref("Tb", "b")])
+    store.merge_templates({"Tb": "Ta"}, {"Ta": "<*> <*>"})
+    merges = store.template_merges_since(0)
+    assert [(old, new) for old, new, _ in merges] == [("Tb", "Ta")]
+    assert store.template_merges_since(merges[0][2]) == []
+
+
+def test_events_of_types(store: LogStore) -> None:
+    events = [
+        LogEvent(
+            timestamp=T0 + timedelta(seconds=i),
+            service="web",
+            host="n1",
+            message=f"e{i}",
+            event_type=t,
+        )
+        for i, t in enumerate(["deployment_started", None, "deployment_failed", "node_online"])
+    ]
+    store.insert(events)
+    got = store.events_of_types(["deployment_started", "deployment_failed"])
+    assert [e.message for e in got] == ["e0", "e2"]
+    assert [
+        e.message for e in store.events_of_types(["deployment_failed"], after_id=got[0].id)
+    ] == ["e2"]
+    assert store.events_of_types([]) == []
