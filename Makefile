@@ -42,6 +42,10 @@ bench: install
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/ingest_http.py
 	$(BIN)/python bench/query.py
+	$(BIN)/python bench/parsing.py --data ../shared/data/loghub-2k
+	$(BIN)/python bench/vectors.py
+	$(BIN)/python bench/graph.py
+	$(BIN)/python bench/syslog_udp.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -56,6 +56,18 @@ class Settings(BaseSettings):
         "server DevMesh runs under data_dir/graph",
     )
 
+    # Template embeddings (semantic search over log signatures).
+    vectors_enabled: bool = Field(default=True, description="embed templates into Qdrant")
+    vector_url: str | None = Field(
+        default=None,
+        description="http(s)://host:6333 for a Qdrant server; default: Qdrant local mode in "
+        "data_dir/vectors (one process at a time)",
+    )
+    vector_api_key: SecretStr | None = None
+    embed_batch: int = Field(default=32, ge=1, le=1024)
+    embed_threads: int = Field(default=1, ge=1, le=64)
+    embed_interval: float = Field(default=10.0, gt=0)
+
     mine_templates: bool = Field(
         default=True, description="mine every ingested message into a template (signature)"
     )

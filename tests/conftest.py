@@ -25,6 +25,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 os.environ["no_proxy"] = "127.0.0.1,localhost"
+# Apps and servers in tests run without the embedding model unless a test turns it on
+# (tests/integration/vectors and test_semantic_api do): loading it costs seconds per app.
+os.environ["DEVMESH_VECTORS_ENABLED"] = "false"
 
 MARIADB: dict[str, Any] = {
     "host": os.environ.get("DEVMESH_TEST_MYSQL_HOST", "127.0.0.1"),

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import datetime
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from fastapi import Depends, FastAPI, Query, Request
@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 import devmesh_core
+from devmesh.api.search import router as search_router
 from devmesh_core import services
 from devmesh_core.config import Settings
 from devmesh_core.errors import (
@@ -40,6 +41,9 @@ from devmesh_core.receivers.syslog import SyslogReceiver
 from devmesh_core.store import LogQuery, LogStore, open_store
 from devmesh_core.templates.miner import SignatureMiner
 from devmesh_core.templates.owned import OwnedMiner
+
+if TYPE_CHECKING:
+    from devmesh_core.vectors import Embedder, EmbeddingWorker, VectorIndex
 
 log = get_logger(__name__)
 
@@ -118,8 +122,47 @@ def require_token(request: Request) -> None:
 StoreDep = Annotated[LogStore, Depends(get_store)]
 
 
-def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
-    """Build the API. The store is opened at startup (and closed at shutdown) unless given."""
+def open_vectors(
+    settings: Settings, store: LogStore
+) -> tuple[VectorIndex | None, Embedder | None, EmbeddingWorker | None]:
+    """The vector index, embedder and background embedding worker, or Nones (with a warning)
+    when vectors are off or the index cannot be opened. The model loads in the worker's
+    thread, so start-up is not held up by it."""
+    if not settings.vectors_enabled:
+        return None, None, None
+    from devmesh_core.vectors import (
+        EmbeddingWorker,
+        SentenceTransformerEmbedder,
+        open_vector_index,
+    )
+
+    embedder = SentenceTransformerEmbedder(
+        batch_size=settings.embed_batch, threads=settings.embed_threads
+    )
+    api_key = settings.vector_api_key.get_secret_value() if settings.vector_api_key else None
+    try:
+        index = open_vector_index(
+            settings.vector_url, settings.ensure_data_dir(), embedder.dim, api_key=api_key
+        )
+    except DevMeshError as exc:
+        log.warning("semantic_search_off", reason=str(exc))
+        return None, None, None
+    worker = EmbeddingWorker(
+        store, index, embedder, batch_size=settings.embed_batch, interval=settings.embed_interval
+    )
+    worker.start()
+    return index, embedder, worker
+
+
+def create_app(
+    settings: Settings,
+    store: LogStore | None = None,
+    *,
+    vector_index: VectorIndex | None = None,
+    embedder: Embedder | None = None,
+) -> FastAPI:
+    """Build the API. The store (and, if enabled, the vector index with its embedding
+    worker) are opened at startup and closed at shutdown, unless given."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,6 +176,14 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
             app.state.store, [t.get_secret_value() for t in settings.api_tokens]
         )
         app.state.miner = await run_in_threadpool(open_miner, settings, app.state.store)
+        worker: EmbeddingWorker | None = None
+        if vector_index is not None and embedder is not None:
+            app.state.vector_index, app.state.embedder = vector_index, embedder
+        else:
+            app.state.vector_index, app.state.embedder, worker = await run_in_threadpool(
+                open_vectors, settings, app.state.store
+            )
+        app.state.embedding_worker = worker
         app.state.syslog = None
         if settings.syslog_udp_port is not None or settings.syslog_tcp_port is not None:
             app.state.syslog = SyslogReceiver(
@@ -149,6 +200,9 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
         finally:
             if app.state.syslog is not None:
                 await app.state.syslog.stop()
+            if worker is not None:
+                await run_in_threadpool(worker.stop)
+                app.state.vector_index.close()
             if app.state.miner is not None:
                 app.state.miner.close()
             if own:
@@ -195,6 +249,7 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
         report = await run_in_threadpool(
             services.ingest, store, items, default_source="http", miner=request.app.state.miner
         )
+        _new_templates_maybe(request, report.accepted)
         return json_response(
             {
                 "accepted": report.accepted,
@@ -224,6 +279,7 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
         report = await run_in_threadpool(
             services.ingest_loki, store, payload, miner=request.app.state.miner
         )
+        _new_templates_maybe(request, report.accepted)
         if report.rejected:
             return json_response(
                 {
@@ -306,7 +362,15 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
             }
         )
 
+    app.include_router(search_router, dependencies=[Depends(require_token)])
     return app
+
+
+def _new_templates_maybe(request: Request, accepted: int) -> None:
+    """Wake the embedding worker after stored events (it embeds only new templates)."""
+    worker = getattr(request.app.state, "embedding_worker", None)
+    if accepted and worker is not None:
+        worker.notify()
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from devmesh.cli.common import console, err_console, get_settings, miner_for, store_for
 from devmesh.cli.graph import app as graph_app
+from devmesh.cli.search import search, similar
 from devmesh.cli.templates import app as templates_app
 from devmesh_core import services
 from devmesh_core.config import Settings
@@ -33,6 +34,8 @@ token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(templates_app, name="templates")
 app.add_typer(graph_app, name="graph")
+app.command("search")(search)
+app.command("similar")(similar)
 
 
 _LEVEL_STYLE = {

@@ -496,8 +496,11 @@ class SQLLogStore(LogStore):
                     f"UPDATE logs SET template_id = {p} WHERE template_id = {p}", (new, old)
                 )
             for tid, text in texts.items():
+                # the surviving template's text widened: its vector must be computed again
                 cur.execute(
-                    f"UPDATE templates SET template = {p} WHERE template_id = {p}", (text, tid)
+                    f"UPDATE templates SET template = {p}, embedded_at = NULL "
+                    f"WHERE template_id = {p} AND template <> {p}",
+                    (text, tid, text),
                 )
 
         self._run(work, write=True)
