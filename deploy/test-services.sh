@@ -3,6 +3,12 @@
 # Idempotent; used by `make test` and `.ci/run`.
 set -euo pipefail
 
+# Real journal files for the shipper tests are made by systemd-journal-remote.
+if [ ! -x /lib/systemd/systemd-journal-remote ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test-services: installing systemd-journal-remote"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-journal-remote >/dev/null
+fi
+
 mariadb_up() { mysqladmin --protocol=tcp -h127.0.0.1 -uroot ping >/dev/null 2>&1; }
 
 if ! mariadb_up; then

@@ -13,8 +13,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from devmesh.cli.common import console, err_console, get_settings, miner_for, store_for
+from devmesh.cli.event import app as event_app
 from devmesh.cli.graph import app as graph_app
 from devmesh.cli.search import search, similar
+from devmesh.cli.ship import ship
 from devmesh.cli.templates import app as templates_app
 from devmesh_core import services
 from devmesh_core.config import Settings
@@ -35,7 +37,9 @@ app.add_typer(token_app, name="token")
 app.add_typer(templates_app, name="templates")
 app.add_typer(graph_app, name="graph")
 app.command("search")(search)
+app.command("ship")(ship)
 app.command("similar")(similar)
+app.add_typer(event_app, name="event")
 
 
 _LEVEL_STYLE = {
