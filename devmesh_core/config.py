@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     embed_threads: int = Field(default=1, ge=1, le=64)
     embed_interval: float = Field(default=10.0, gt=0)
 
+    topology_file: Path | None = Field(
+        default=None,
+        description="YAML of declared service dependencies for the graph (DEPENDS_ON, "
+        "source=config)",
+    )
+
     mine_templates: bool = Field(
         default=True, description="mine every ingested message into a template (signature)"
     )

@@ -440,6 +440,29 @@ class GraphStore(ABC):
         hits the caller passes in as more signatures. ``exclude`` drops incident ids (e.g.
         the open incident being diagnosed)."""
 
+    # Bookkeeping the projection from the log store needs.
+    @abstractmethod
+    def get_meta(self, key: str) -> dict[str, Any] | None:
+        """Properties of the ``(:Meta {key})`` node (e.g. a projection watermark), or None.
+
+        Meta nodes are not part of the schema's labels and not counted by :meth:`stats`.
+        """
+
+    @abstractmethod
+    def set_meta(self, key: str, values: Mapping[str, Scalar]) -> None:
+        """Merge the ``(:Meta {key})`` node and set these properties."""
+
+    @abstractmethod
+    def fold_templates(self, merged: Sequence[tuple[str, str]]) -> int:
+        """Fold each ``old`` Template into ``new`` (the miner merged them), in order: EMITS
+        counts add up, incidents and runbooks follow, the old node goes. Idempotent; returns
+        how many old nodes existed."""
+
+    @abstractmethod
+    def replace_dependencies(self, source: str, edges: Sequence[DependsOn]) -> int:
+        """Make ``edges`` the only DEPENDS_ON edges from ``source`` (``config``,
+        ``cooccurrence`` …); return how many edges were removed."""
+
     @abstractmethod
     def clear(self) -> None:
         """Delete every node and edge of this graph (the schema is recreated)."""

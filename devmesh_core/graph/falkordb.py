@@ -76,6 +76,7 @@ from devmesh_core.graph.base import (
     RunbookNode,
     RunbookRef,
     RunsOn,
+    Scalar,
     ServiceNode,
     TemplateNode,
     TemplateRef,
@@ -623,6 +624,44 @@ Q_RECALL_SERVICES = (
 # ---------------------------------------------------------------------------- the adapter
 
 
+# Folding one template into another is one query, so it is atomic: EMITS counts are summed
+# into the survivor's edges (the projection then sets them from the store anyway), incidents
+# and runbooks pointing at the old template point at the survivor, and the old node goes.
+# Each row of a FOREACH merges a distinct edge (FalkorDB crashes merging one edge twice in a
+# query). Run again, it finds no old node and does nothing.
+FOLD_TEMPLATE_CYPHER = (
+    "MATCH (o:Template {signature: $old}) "
+    "MERGE (n:Template {signature: $new}) "
+    "SET n.first_seen = CASE WHEN o.first_seen IS NOT NULL AND "
+    "(n.first_seen IS NULL OR o.first_seen < n.first_seen) THEN o.first_seen "
+    "ELSE n.first_seen END "
+    "WITH o, n "
+    "OPTIONAL MATCH (s:Service)-[e:EMITS]->(o) "
+    "FOREACH (_ IN CASE WHEN s IS NULL THEN [] ELSE [1] END | "
+    "MERGE (s)-[e2:EMITS]->(n) "
+    "SET e2.count = coalesce(e2.count, 0) + coalesce(e.count, 0), "
+    "e2.last_seen = CASE WHEN e.last_seen IS NULL OR (e2.last_seen IS NOT NULL AND "
+    "e2.last_seen >= e.last_seen) THEN e2.last_seen ELSE e.last_seen END) "
+    "WITH DISTINCT o, n "
+    "OPTIONAL MATCH (i:Incident)-[:INVOLVES]->(o) "
+    "FOREACH (_ IN CASE WHEN i IS NULL THEN [] ELSE [1] END | MERGE (i)-[:INVOLVES]->(n)) "
+    "WITH DISTINCT o, n "
+    "OPTIONAL MATCH (r:Runbook)-[:COVERS]->(o) "
+    "FOREACH (_ IN CASE WHEN r IS NULL THEN [] ELSE [1] END | MERGE (r)-[:COVERS]->(n)) "
+    "WITH DISTINCT o "
+    "DETACH DELETE o"
+)
+EXISTING_TEMPLATES_CYPHER = (
+    "UNWIND $sigs AS sig MATCH (t:Template {signature: sig}) RETURN t.signature"
+)
+DROP_DEPENDENCIES_CYPHER = (
+    "MATCH (a:Service)-[d:DEPENDS_ON]->(b:Service) "
+    "WHERE d.source = $source AND NOT ([a.name, b.name] IN $keep) DELETE d"
+)
+GET_META_CYPHER = "MATCH (m:Meta {key: $key}) RETURN properties(m)"
+SET_META_CYPHER = "MERGE (m:Meta {key: $key}) SET m += $props"
+
+
 class FalkorDBGraphStore(GraphStore):
     """The graph in one FalkorDB graph key (``graph``, default ``devmesh``).
 
@@ -755,6 +794,52 @@ class FalkorDBGraphStore(GraphStore):
             self._schema_ready = False  # a restarted server may have lost unsaved indexes
         old.close()
         _log().warning("graph_reconnected", where=self._where)
+
+    def get_meta(self, key: str) -> dict[str, Any] | None:
+        """Properties of the ``(:Meta {key})`` node, or ``None``."""
+        rows = self._rows(GET_META_CYPHER, {"key": key})
+        if not rows or not rows[0] or rows[0][0] is None:
+            return None
+        props = dict(rows[0][0])
+        props.pop("key", None)
+        return props
+
+    def set_meta(self, key: str, values: Mapping[str, Scalar]) -> None:
+        """Merge the ``(:Meta {key})`` node and set these properties."""
+        self._query(SET_META_CYPHER, {"key": key, "props": dict(values)})
+
+    def fold_templates(self, merged: Sequence[tuple[str, str]]) -> int:
+        """Fold each ``old`` Template into ``new``, in order; return how many existed."""
+        pairs = [(old, new) for old, new in merged if old and new and old != new]
+        if not pairs:
+            return 0
+        olds = sorted({old for old, _ in pairs})
+        present: set[str] = set()
+        for i in range(0, len(olds), 1000):
+            rows = self._rows(EXISTING_TEMPLATES_CYPHER, {"sigs": olds[i : i + 1000]})
+            present.update(row[0] for row in rows)
+        folded = 0
+        for old, new in pairs:  # in merge order: a→b then b→c ends in c
+            if old not in present:
+                continue
+            result = self._query(FOLD_TEMPLATE_CYPHER, {"old": old, "new": new})
+            folded += int(result.nodes_deleted)
+            present.discard(old)
+            present.add(new)
+        return folded
+
+    def replace_dependencies(self, source: str, edges: Sequence[DependsOn]) -> int:
+        """Make ``edges`` the only DEPENDS_ON edges of ``source``; return how many went."""
+        for edge in edges:
+            if edge.source != source:
+                raise InvalidInput(f"edge {edge} is not from source {source!r}")
+        keep = sorted({(e.service, e.depends_on) for e in edges})
+        result = self._query(
+            DROP_DEPENDENCIES_CYPHER, {"source": source, "keep": [list(p) for p in keep]}
+        )
+        if edges:
+            self.upsert(edges)
+        return int(result.relationships_deleted)
 
     def _query(
         self,

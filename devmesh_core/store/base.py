@@ -166,6 +166,10 @@ class LogStore(ABC):
         time, µs), oldest change first: what an incremental projection reads."""
 
     @abstractmethod
+    def template_places(self, template_ids: Sequence[str]) -> list[TemplatePlace]:
+        """Every place (service, host, level) of these templates with its count."""
+
+    @abstractmethod
     def template_merges_since(self, after_us: int) -> list[tuple[str, str, int]]:
         """``(merged-away id, surviving id, merged at µs)`` recorded after ``after_us``."""
 

@@ -102,6 +102,8 @@ _V3 = Migration(
     ),
 )
 
+_V4 = Migration(4, ("ALTER TABLE logs ADD KEY ix_logs_event_type (event_type, id)",))
+
 # ON DUPLICATE KEY UPDATE (not INSERT IGNORE, which would also swallow data errors) makes a
 # duplicate fingerprint a no-op that reports 0 affected rows. This parameterised form is what
 # the raw-driver benchmark runs through pymysql's executemany.
@@ -131,7 +133,7 @@ class MySQLLogStore(SQLLogStore):
 
     backend = "mysql"
     placeholder = "%s"
-    migrations = (_V1, _V2, _V3)
+    migrations = (_V1, _V2, _V3, _V4)
 
     def __init__(self, **connect_args: Any) -> None:
         super().__init__()

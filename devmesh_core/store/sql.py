@@ -597,32 +597,55 @@ class SQLLogStore(LogStore):
             write=True,
         )
 
+    _PLACES = (
+        "SELECT s.template_id, t.template, s.service, s.host, s.level, s.count, "
+        "s.last_seen, s.updated_at FROM template_stats s "
+        "JOIN templates t ON t.template_id = s.template_id "
+    )
+
+    @staticmethod
+    def _places(rows: Sequence[Sequence[Any]]) -> list[TemplatePlace]:
+        return [
+            TemplatePlace(
+                tid,
+                text,
+                service,
+                host,
+                RANK_LEVEL[level],
+                int(count),
+                from_micros(last),
+                int(updated),
+            )
+            for tid, text, service, host, level, count, last, updated in rows
+        ]
+
     def template_places_since(self, after_us: int) -> list[TemplatePlace]:
         p = self.placeholder
 
         def read(cur: Any) -> list[TemplatePlace]:
             cur.execute(
-                "SELECT s.template_id, t.template, s.service, s.host, s.level, s.count, "
-                "s.last_seen, s.updated_at FROM template_stats s "
-                "JOIN templates t ON t.template_id = s.template_id "
-                f"WHERE s.updated_at > {p} ORDER BY s.updated_at",
-                (after_us,),
+                self._PLACES + f"WHERE s.updated_at > {p} ORDER BY s.updated_at", (after_us,)
             )
-            return [
-                TemplatePlace(
-                    tid,
-                    text,
-                    service,
-                    host,
-                    RANK_LEVEL[level],
-                    int(count),
-                    from_micros(last),
-                    int(updated),
-                )
-                for tid, text, service, host, level, count, last, updated in cur.fetchall()
-            ]
+            return self._places(cur.fetchall())
 
         return self._run(read, write=False)
+
+    def template_places(self, template_ids: Sequence[str]) -> list[TemplatePlace]:
+        ids = list(dict.fromkeys(template_ids))
+        p = self.placeholder
+
+        def read(cur: Any) -> list[TemplatePlace]:
+            found: list[TemplatePlace] = []
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                cur.execute(
+                    self._PLACES + f"WHERE s.template_id IN ({', '.join([p] * len(chunk))})",
+                    chunk,
+                )
+                found.extend(self._places(cur.fetchall()))
+            return found
+
+        return self._run(read, write=False) if ids else []
 
     def template_merges_since(self, after_us: int) -> list[tuple[str, str, int]]:
         p = self.placeholder

@@ -90,6 +90,13 @@ _V3 = Migration(
     ),
 )
 
+_V4 = Migration(
+    4,
+    (
+        "CREATE INDEX ix_logs_event_type ON logs (event_type, id) WHERE event_type IS NOT NULL",
+    ),
+)
+
 _INSERT = (
     f"INSERT INTO logs ({', '.join(INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in INSERT_COLUMNS)}) "
@@ -104,7 +111,7 @@ class SQLiteLogStore(SQLLogStore):
 
     backend = "sqlite"
     placeholder = "?"
-    migrations = (_V1, _V2, _V3)
+    migrations = (_V1, _V2, _V3, _V4)
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
         super().__init__()
