@@ -147,11 +147,16 @@ class SQLLogStore(LogStore):
 
     placeholder = "?"
     migrations: tuple[Migration, ...] = ()
+    # Databases with one writer at a time (SQLite) take writes in turn behind a lock in
+    # this process: a waiting thread then wakes the moment the writer commits, instead of
+    # sleeping in the database's growing busy-retry steps.
+    serialize_writes = False
 
     def __init__(self) -> None:
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._closed = False
 
     # -- adapter hooks -------------------------------------------------------------------
@@ -234,6 +239,12 @@ class SQLLogStore(LogStore):
         A lost connection is replaced and the work retried once: every write here is
         idempotent (fingerprint dedup, deletes by predicate), so a retry cannot double data.
         """
+        if write and self.serialize_writes:
+            with self._write_lock:
+                return self._attempt(work, write=write, retry=retry)
+        return self._attempt(work, write=write, retry=retry)
+
+    def _attempt(self, work: Callable[[Any], T], *, write: bool, retry: bool) -> T:
         attempts = 2 if retry else 1
         for attempt in range(attempts):
             conn = self._conn()

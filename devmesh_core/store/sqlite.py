@@ -111,6 +111,7 @@ class SQLiteLogStore(SQLLogStore):
 
     backend = "sqlite"
     placeholder = "?"
+    serialize_writes = True
     migrations = (_V1, _V2, _V3, _V4)
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
