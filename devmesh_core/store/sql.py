@@ -342,31 +342,42 @@ class SQLLogStore(LogStore):
         pairs = list(zip(events, templates, strict=True))
 
         def work(cur: Any) -> int:
-            # Template statistics count each event once: events already stored (a re-sent
-            # batch) are found first and left out of the counts.
-            existing = self._existing_fingerprints(cur, [e.fingerprint_bytes for e in events])
-            fresh: list[tuple[LogEvent, TemplateLike]] = []
-            seen: set[bytes] = set()
-            for event, template in pairs:
-                fp = event.fingerprint_bytes
-                if fp not in existing and fp not in seen:
-                    seen.add(fp)
-                    fresh.append((event, template))
-            rows = [event_row(e, now, t.template_id) for e, t in fresh]
-            stored = self._insert_rows(cur, rows) if rows else 0
+            # A stamp of its own for each attempt: a retry after a commit whose answer was lost
+            # must not mistake the first attempt's rows for its own.
+            now = _now_us()
+            rows = [event_row(e, now, t.template_id) for e, t in pairs]
+            stored = self._insert_rows(cur, rows)
+            fresh: Sequence[tuple[LogEvent, TemplateLike]] = pairs
+            if stored < len(rows):
+                # Template statistics count each event once. Some events were stored already
+                # (a re-sent batch) or repeated in the batch: the rows this transaction
+                # inserted are the ones stamped with its ingestion time.
+                new = self._stamped(cur, [e.fingerprint_bytes for e in events], now)
+                seen: set[bytes] = set()
+                fresh = []
+                for event, template in pairs:
+                    fp = event.fingerprint_bytes
+                    if fp in new and fp not in seen:
+                        seen.add(fp)
+                        fresh.append((event, template))
             self._count_templates(cur, fresh, now)
             return stored
 
         stored = self._run(work, write=True)
         return InsertResult(stored=stored, duplicates=len(events) - stored)
 
-    def _existing_fingerprints(self, cur: Any, fingerprints: Sequence[bytes]) -> set[bytes]:
+    def _stamped(self, cur: Any, fingerprints: Sequence[bytes], ingested_us: int) -> set[bytes]:
+        """Which of these fingerprints were stored with ingestion time ``ingested_us``."""
         found: set[bytes] = set()
         p = self.placeholder
         for i in range(0, len(fingerprints), 500):
             chunk = fingerprints[i : i + 500]
             marks = ", ".join([p] * len(chunk))
-            cur.execute(f"SELECT fingerprint FROM logs WHERE fingerprint IN ({marks})", chunk)
+            cur.execute(
+                "SELECT fingerprint FROM logs "
+                f"WHERE ingested_at = {p} AND fingerprint IN ({marks})",
+                (ingested_us, *chunk),
+            )
             found.update(bytes(row[0]) for row in cur.fetchall())
         return found
 

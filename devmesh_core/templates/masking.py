@@ -171,6 +171,9 @@ class Masker:
         for name, pattern in rules:
             _compile(name, pattern)
         self.rule_names: tuple[str, ...] = tuple(n for n, _ in rules)
+        # Plain digit runs are masked whole by the "number" rule (and by nothing else first
+        # unless an operator added rules of their own), so tokenize() may skip the regex.
+        self._digits_fast = "number" in self.rule_names and not self.config.extra_token_rules
         # Every built-in rule starts where no letter or digit precedes; saying so once lets
         # the engine reject positions inside words before trying the alternatives.
         body = "|".join(f"(?:{p.replace(_L, '')})" for _, p in rules)
@@ -200,10 +203,19 @@ class Masker:
     def tokenize(self, message: str) -> list[str]:
         """Mask ``message`` and split it on whitespace into the tokens the miner compares."""
         cache = self._cache
+        digits = self._digits_fast
         out: list[str] = []
         for token in self._mask_spans(message).split():
             got = cache.get(token)
-            out.append(got if got is not None else self.mask_token(token))
+            if got is None:
+                # A bare number is always one value: no regex, and no cache entry for it
+                # (counters and ids would crowd the cache of constant words out).
+                got = (
+                    WILDCARD
+                    if digits and token.isascii() and token.isdigit()
+                    else (self.mask_token(token))
+                )
+            out.append(got)
         return out
 
     def mask(self, message: str) -> str:
