@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import socket
 import subprocess
 import sys
@@ -36,48 +35,20 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synth import make_events, temp_mariadb
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.conftest import start_server
 
 
-def start_server(
-    data_dir: str, url: str | None, mining: bool = True
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start(data_dir: str, url: str | None, mining: bool) -> tuple[subprocess.Popen[bytes], str]:
+    """``devmesh serve`` on a fresh data dir (the test suite's starter), with or without
+    mining, never with the embedding model."""
     env = {
-        **os.environ,
-        "DEVMESH_DATA_DIR": data_dir,
-        "DEVMESH_LOG_FORMAT": "json",
         "DEVMESH_LOG_LEVEL": "WARNING",
+        "DEVMESH_MINE_TEMPLATES": "true" if mining else "false",
+        "DEVMESH_VECTORS_ENABLED": "false",
     }
-    env.pop("DEVMESH_API_TOKENS", None)
-    env["DEVMESH_MINE_TEMPLATES"] = "true" if mining else "false"
-    env["DEVMESH_VECTORS_ENABLED"] = "false"
     if url:
         env["DEVMESH_DATABASE_URL"] = url
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "devmesh.cli.main", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"server did not start: {proc.communicate()[1].decode()[-2000:]}")
+    return start_server(Path(data_dir), env=env)
 
 
 def load(base: str, bodies: list[bytes], concurrency: int) -> tuple[float, int, int]:
@@ -169,7 +140,7 @@ def main() -> None:
 def run_once(args: argparse.Namespace, bodies: list[bytes], mining: bool) -> float:
     db = temp_mariadb() if args.backend == "mysql" else nullcontext(None)
     with tempfile.TemporaryDirectory() as tmp, db as url:
-        proc, base = start_server(tmp, url, mining)
+        proc, base = start(tmp, url, mining)
         try:
             warm = orjson.dumps(make_events(args.batch, seed=99))
             httpx.post(f"{base}/ingest/logs", content=warm, timeout=60).raise_for_status()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pymysql
@@ -134,6 +134,13 @@ class MySQLLogStore(SQLLogStore):
     backend = "mysql"
     placeholder = "%s"
     migrations = (_V1, _V2, _V3, _V4)
+    merge_forms: ClassVar[Mapping[str, str]] = {
+        "conflict": "ON DUPLICATE KEY UPDATE ",
+        "add": "{c} = {c} + VALUES({c})",
+        "least": "{c} = LEAST({c}, VALUES({c}))",
+        "greatest": "{c} = GREATEST({c}, VALUES({c}))",
+        "replace": "{c} = VALUES({c})",
+    }
 
     def __init__(self, **connect_args: Any) -> None:
         super().__init__()
@@ -216,27 +223,6 @@ class MySQLLogStore(SQLLogStore):
         if chunk:
             stored += cur.execute(_INSERT_HEAD + ",".join(chunk) + _INSERT_TAIL)
         return stored
-
-    def _upsert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        keys: Sequence[str],
-        *,
-        add: Sequence[str] = (),
-        least: Sequence[str] = (),
-        greatest: Sequence[str] = (),
-        replace: Sequence[str] = (),
-    ) -> str:
-        sets = [f"{c} = {c} + VALUES({c})" for c in add]
-        sets += [f"{c} = LEAST({c}, VALUES({c}))" for c in least]
-        sets += [f"{c} = GREATEST({c}, VALUES({c}))" for c in greatest]
-        sets += [f"{c} = VALUES({c})" for c in replace]
-        return (
-            f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('%s' for _ in columns)}) "
-            f"ON DUPLICATE KEY UPDATE {', '.join(sets)}"
-        )
 
     def _delete_batch(self, cur: Any, cutoff_us: int, batch_size: int) -> int:
         cur.execute("DELETE FROM logs WHERE ts < %s ORDER BY ts LIMIT %s", (cutoff_us, batch_size))

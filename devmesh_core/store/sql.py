@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 
@@ -180,7 +180,11 @@ class SQLLogStore(LogStore):
     def _migration_lock(self, conn: Any) -> AbstractContextManager[None]:
         """Hold a lock so that two processes never migrate the same database at once."""
 
-    @abstractmethod
+    # How this dialect merges a row into an existing one on a key conflict: ``conflict`` is
+    # the clause before the assignments (``{keys}`` = key columns); the other entries are one
+    # assignment each (``{t}`` table, ``{c}`` column).
+    merge_forms: ClassVar[Mapping[str, str]] = {}
+
     def _upsert(
         self,
         table: str,
@@ -192,9 +196,26 @@ class SQLLogStore(LogStore):
         greatest: Sequence[str] = (),
         replace: Sequence[str] = (),
     ) -> str:
-        """An insert-or-merge statement for ``table`` in this dialect: on a key conflict the
-        ``add`` columns are summed, ``least``/``greatest`` keep the min/max, ``replace``
-        take the new value."""
+        """An insert-or-merge statement for ``table``: on a key conflict the ``add`` columns
+        are summed, ``least``/``greatest`` keep the min/max, ``replace`` take the new value."""
+        forms = self.merge_forms
+        sets = [
+            forms[kind].format(t=table, c=column)
+            for kind, names in (
+                ("add", add),
+                ("least", least),
+                ("greatest", greatest),
+                ("replace", replace),
+            )
+            for column in names
+        ]
+        p = self.placeholder
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(p for _ in columns)}) "
+            + forms["conflict"].format(keys=", ".join(keys))
+            + ", ".join(sets)
+        )
 
     def _begin(self, conn: Any) -> None:
         """Start a transaction (drivers that open one implicitly need nothing)."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from devmesh_core.errors import BackendError, BackendUnavailable, ConfigError, DevMeshError
 from devmesh_core.store.sql import INSERT_COLUMNS, Migration, SQLLogStore
@@ -92,9 +92,7 @@ _V3 = Migration(
 
 _V4 = Migration(
     4,
-    (
-        "CREATE INDEX ix_logs_event_type ON logs (event_type, id) WHERE event_type IS NOT NULL",
-    ),
+    ("CREATE INDEX ix_logs_event_type ON logs (event_type, id) WHERE event_type IS NOT NULL",),
 )
 
 _INSERT = (
@@ -113,6 +111,13 @@ class SQLiteLogStore(SQLLogStore):
     placeholder = "?"
     serialize_writes = True
     migrations = (_V1, _V2, _V3, _V4)
+    merge_forms: ClassVar[Mapping[str, str]] = {
+        "conflict": "ON CONFLICT ({keys}) DO UPDATE SET ",
+        "add": "{c} = {t}.{c} + excluded.{c}",
+        "least": "{c} = MIN({t}.{c}, excluded.{c})",
+        "greatest": "{c} = MAX({t}.{c}, excluded.{c})",
+        "replace": "{c} = excluded.{c}",
+    }
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
         super().__init__()
@@ -171,27 +176,6 @@ class SQLiteLogStore(SQLLogStore):
         before = cur.connection.total_changes
         cur.executemany(_INSERT, rows)
         return int(cur.connection.total_changes - before)
-
-    def _upsert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        keys: Sequence[str],
-        *,
-        add: Sequence[str] = (),
-        least: Sequence[str] = (),
-        greatest: Sequence[str] = (),
-        replace: Sequence[str] = (),
-    ) -> str:
-        sets = [f"{c} = {table}.{c} + excluded.{c}" for c in add]
-        sets += [f"{c} = MIN({table}.{c}, excluded.{c})" for c in least]
-        sets += [f"{c} = MAX({table}.{c}, excluded.{c})" for c in greatest]
-        sets += [f"{c} = excluded.{c}" for c in replace]
-        return (
-            f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' for _ in columns)}) "
-            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}"
-        )
 
     def _delete_batch(self, cur: Any, cutoff_us: int, batch_size: int) -> int:
         cur.execute(
