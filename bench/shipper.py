@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ingest.journald import write_journal  # noqa: E402
+from tests.conftest import free_port, wait_healthy  # noqa: E402
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 DEVMESH = str(ROOT / ".venv" / "bin" / "devmesh")
@@ -51,12 +52,6 @@ UNITS = ["nginx", "postgresql", "sshd", "dockerd", "cron", "systemd-networkd", "
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def entries(start: int, count: int, host: str = "node1") -> Any:
     """Synthetic but journal-shaped entries: units, priorities, PIDs, a few binary messages."""
@@ -118,16 +113,10 @@ class Server:
             [DEVMESH, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            time.sleep(0.1)
+        if wait_healthy(self.url, self.proc, timeout=30):
+            return self
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {self.proc.returncode}")
         raise RuntimeError("server did not become healthy")
 
     def stop(self, *, kill: bool = False) -> None:

@@ -18,11 +18,13 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from devmesh_core.config import Settings
 from devmesh_core.errors import InvalidInput
 from devmesh_core.formats import loki
 from devmesh_core.models import IngestReport, InsertResult, LogEvent, Rejection
 from devmesh_core.store.base import LogStore
 from devmesh_core.templates.miner import SignatureMiner
+from devmesh_core.templates.owned import OwnedMiner
 
 TOKEN_PREFIX = "dm_"
 
@@ -117,6 +119,20 @@ def sync_template_merges(
         texts = {new: miner.template_text(new) for new in set(merged.values())}
         store.merge_templates(merged, texts)
     return len(merged)
+
+
+def open_miner(settings: Settings, store: LogStore) -> OwnedMiner | None:
+    """The template miner of this data dir (``None`` when mining is off), with merges it made
+    while the store was not told replayed into the store.
+
+    Raises :class:`~devmesh_core.errors.BackendUnavailable` when another process owns the
+    miner state; the caller decides whether to go on without mining.
+    """
+    if not settings.mine_templates:
+        return None
+    miner = OwnedMiner(settings.miner_dir)
+    sync_template_merges(store, miner, everything=True)
+    return miner
 
 
 def backfill_templates(

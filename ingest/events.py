@@ -10,10 +10,7 @@ file name is the event's ``source_id`` and the server dedups on it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +25,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from devmesh_core.log import get_logger
 from ingest.client import Delivery, IngestClient
+from ingest.cursor import atomic_write
 
 log = get_logger(__name__)
 
@@ -199,27 +197,8 @@ def write_event(
     )
     path = event_path(root, event, uuid.uuid4().hex)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, orjson.dumps(event.to_dict(), option=orjson.OPT_INDENT_2))
+    atomic_write(path, orjson.dumps(event.to_dict(), option=orjson.OPT_INDENT_2))
     return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass(slots=True)
@@ -272,7 +251,7 @@ class EventCollector:
         self._done = {day: names for day, names in self._done.items() if day >= cutoff}
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         body = {"done": {day: sorted(names) for day, names in sorted(self._done.items())}}
-        _atomic_write(self.state_path, orjson.dumps(body))
+        atomic_write(self.state_path, orjson.dumps(body))
 
     def pending(self) -> Iterator[tuple[str, Path]]:
         """Files not sent yet, oldest day first, then by name (which starts with the time)."""

@@ -106,15 +106,26 @@ def start_server(
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    if wait_healthy(base, proc):
+        return proc, base
+    proc.kill()
+    raise AssertionError(proc.communicate()[0].decode())
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> bool:
+    """Poll ``base/health`` until it answers 200 (True), the process exits or time runs out
+    (False): how every test and bench knows a started server is ready."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
+                return True
         except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(proc.communicate()[0].decode())
+            pass
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
 
 
 @pytest.fixture

@@ -40,7 +40,6 @@ from devmesh_core.models import Level
 from devmesh_core.receivers.syslog import SyslogReceiver
 from devmesh_core.store import LogQuery, LogStore, open_store
 from devmesh_core.templates.miner import SignatureMiner
-from devmesh_core.templates.owned import OwnedMiner
 
 if TYPE_CHECKING:
     from devmesh_core.vectors import Embedder, EmbeddingWorker, VectorIndex
@@ -91,15 +90,11 @@ def is_loopback(host: str) -> bool:
 def open_miner(settings: Settings, store: LogStore) -> SignatureMiner | None:
     """The template miner for this data dir, or ``None`` (with a warning) if mining is off or
     another process owns the miner state."""
-    if not settings.mine_templates:
-        return None
     try:
-        miner = OwnedMiner(settings.miner_dir)
+        return services.open_miner(settings, store)
     except BackendUnavailable as exc:
         log.warning("template_mining_off", reason=str(exc))
         return None
-    services.sync_template_merges(store, miner, everything=True)
-    return miner
 
 
 def get_store(request: Request) -> LogStore:
@@ -130,20 +125,10 @@ def open_vectors(
     thread, so start-up is not held up by it."""
     if not settings.vectors_enabled:
         return None, None, None
-    from devmesh_core.vectors import (
-        EmbeddingWorker,
-        SentenceTransformerEmbedder,
-        open_vector_index,
-    )
+    from devmesh_core.vectors import EmbeddingWorker, open_from_settings
 
-    embedder = SentenceTransformerEmbedder(
-        batch_size=settings.embed_batch, threads=settings.embed_threads
-    )
-    api_key = settings.vector_api_key.get_secret_value() if settings.vector_api_key else None
     try:
-        index = open_vector_index(
-            settings.vector_url, settings.ensure_data_dir(), embedder.dim, api_key=api_key
-        )
+        index, embedder = open_from_settings(settings)
     except DevMeshError as exc:
         log.warning("semantic_search_off", reason=str(exc))
         return None, None, None

@@ -28,15 +28,11 @@ def store_for(settings: Settings) -> LogStore:
 
 def miner_for(settings: Settings, store: LogStore) -> OwnedMiner | None:
     """The template miner of this data dir, or None (said on stderr) when it can't be had."""
-    if not settings.mine_templates:
-        return None
     try:
-        miner = OwnedMiner(settings.miner_dir)
+        return services.open_miner(settings, store)
     except DevMeshError as exc:
         err_console.print(
             f"[yellow]not mining templates:[/yellow] {exc}; "
             "run `devmesh templates backfill` once it is free"
         )
         return None
-    services.sync_template_merges(store, miner, everything=True)
-    return miner

@@ -33,15 +33,9 @@ if TYPE_CHECKING:
 @contextmanager
 def open_vectors(settings: Settings) -> Iterator[tuple[VectorIndex, Embedder]]:
     """The embedder and vector index these settings name (closed on exit)."""
-    from devmesh_core.vectors import SentenceTransformerEmbedder, open_vector_index
+    from devmesh_core.vectors import open_from_settings
 
-    embedder = SentenceTransformerEmbedder(
-        batch_size=settings.embed_batch, threads=settings.embed_threads
-    )
-    api_key = settings.vector_api_key.get_secret_value() if settings.vector_api_key else None
-    index = open_vector_index(
-        settings.vector_url, settings.ensure_data_dir(), embedder.dim, api_key=api_key
-    )
+    index, embedder = open_from_settings(settings)
     try:
         yield index, embedder
     finally:

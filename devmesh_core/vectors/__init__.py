@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from devmesh_core.config import Settings
 from devmesh_core.errors import ConfigError
 from devmesh_core.vectors.base import (
     DEFAULT_COLLECTION,
@@ -101,6 +102,21 @@ def open_vector_index(
     return QdrantLocalIndex(path, dim=dim, collection=name)
 
 
+def open_from_settings(settings: Settings) -> tuple[VectorIndex, SentenceTransformerEmbedder]:
+    """The embedder (lazy: the model loads on first use) and vector index the settings name.
+
+    The caller closes the index. Raises like :func:`open_vector_index`.
+    """
+    embedder = SentenceTransformerEmbedder(
+        batch_size=settings.embed_batch, threads=settings.embed_threads
+    )
+    api_key = settings.vector_api_key.get_secret_value() if settings.vector_api_key else None
+    index = open_vector_index(
+        settings.vector_url, settings.ensure_data_dir(), embedder.dim, api_key=api_key
+    )
+    return index, embedder
+
+
 __all__ = [
     "DEFAULT_COLLECTION",
     "DEFAULT_SIMILARITY",
@@ -119,6 +135,7 @@ __all__ = [
     "VectorRecord",
     "embedding_text",
     "group_similar",
+    "open_from_settings",
     "open_vector_index",
     "packaged_model_path",
     "search_templates",

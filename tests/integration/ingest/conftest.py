@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from ingest.journald import write_journal
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[3]
 DEVMESH = str(Path(sys.executable).with_name("devmesh"))
@@ -105,16 +105,10 @@ class Server:
         self.proc = subprocess.Popen([DEVMESH, "serve", "--host", "127.0.0.1", "--port",
                                       str(self.port)], env=env, stdout=log, stderr=log)
         log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"devmesh serve exited with {self.proc.returncode}")
-            time.sleep(0.1)
+        if wait_healthy(self.url, self.proc):
+            return self
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"devmesh serve exited with {self.proc.returncode}")
         raise RuntimeError("devmesh serve did not become healthy")
 
     def stop(self, *, kill: bool = False) -> None:
