@@ -12,6 +12,12 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from devmesh_core.actions.settings import ActionSettings
+from devmesh_core.chat_settings import DiscordSettings, TelegramSettings
+from devmesh_core.detect.settings import DetectSettings
+from devmesh_core.notify.settings import NotifySettings
+from devmesh_core.reason.settings import ReasonSettings
+
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "devmesh"
@@ -25,6 +31,8 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        # Nested sections: DEVMESH_DETECT__SPIKE_MIN_ERRORS=5 sets detect.spike_min_errors.
+        env_nested_delimiter="__",
     )
 
     data_dir: Path = Field(default_factory=_default_data_dir)
@@ -77,6 +85,14 @@ class Settings(BaseSettings):
     mine_templates: bool = Field(
         default=True, description="mine every ingested message into a template (signature)"
     )
+
+    # One section per capability, each defined next to the code it configures.
+    detect: DetectSettings = Field(default_factory=DetectSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    reason: ReasonSettings = Field(default_factory=ReasonSettings)
+    actions: ActionSettings = Field(default_factory=ActionSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

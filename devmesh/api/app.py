@@ -38,6 +38,7 @@ from devmesh_core.errors import (
 from devmesh_core.log import get_logger
 from devmesh_core.models import Level
 from devmesh_core.receivers.syslog import SyslogReceiver
+from devmesh_core.runtime import Core
 from devmesh_core.store import LogQuery, LogStore, open_store
 from devmesh_core.templates.miner import SignatureMiner
 
@@ -102,6 +103,11 @@ def get_store(request: Request) -> LogStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
+def get_core(request: Request) -> Core:
+    """The process's backends and services, opened by the app's lifespan."""
+    return request.app.state.core  # type: ignore[no-any-return]
+
+
 def require_token(request: Request) -> None:
     """Bearer auth whenever any token exists (configured or created)."""
     checker: services.TokenChecker = request.app.state.tokens
@@ -115,6 +121,7 @@ def require_token(request: Request) -> None:
 
 
 StoreDep = Annotated[LogStore, Depends(get_store)]
+CoreDep = Annotated[Core, Depends(get_core)]
 
 
 def open_vectors(
@@ -169,6 +176,13 @@ def create_app(
                 open_vectors, settings, app.state.store
             )
         app.state.embedding_worker = worker
+        app.state.core = Core(
+            settings,
+            app.state.store,
+            miner=app.state.miner,
+            vector_index=app.state.vector_index,
+            embedder=app.state.embedder,
+        )
         app.state.syslog = None
         if settings.syslog_udp_port is not None or settings.syslog_tcp_port is not None:
             app.state.syslog = SyslogReceiver(
@@ -185,6 +199,7 @@ def create_app(
         finally:
             if app.state.syslog is not None:
                 await app.state.syslog.stop()
+            await run_in_threadpool(app.state.core.close_graph)
             if worker is not None:
                 await run_in_threadpool(worker.stop)
                 app.state.vector_index.close()

@@ -13,6 +13,7 @@ from pymysql.constants import SERVER_STATUS
 from pymysql.converters import escape_string
 
 from devmesh_core.errors import BackendError, BackendUnavailable, ConfigError, DevMeshError
+from devmesh_core.store import schema_actions, schema_incidents
 from devmesh_core.store.sql import INSERT_COLUMNS, Migration, SQLLogStore
 
 _TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
@@ -133,7 +134,7 @@ class MySQLLogStore(SQLLogStore):
 
     backend = "mysql"
     placeholder = "%s"
-    migrations = (_V1, _V2, _V3, _V4)
+    migrations = (_V1, _V2, _V3, _V4, *schema_incidents.MYSQL, *schema_actions.MYSQL)
     merge_forms: ClassVar[Mapping[str, str]] = {
         "conflict": "ON DUPLICATE KEY UPDATE ",
         "add": "{c} = {c} + VALUES({c})",

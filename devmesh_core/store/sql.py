@@ -294,6 +294,32 @@ class SQLLogStore(LogStore):
                 raise mapped from exc
         raise AssertionError("unreachable")
 
+    def run(self, work: Callable[[Any], T], *, write: bool) -> T:
+        """Run ``work(cursor)`` in one transaction on this thread's connection.
+
+        For the SQL repositories of other capabilities (incidents, remediation requests)
+        that keep their tables in this database: they share its connections, retry on a
+        lost connection and error translation. Their writes must be idempotent or guarded,
+        since a lost connection retries the work once.
+        """
+        return self._run(work, write=write)
+
+    def upsert_statement(
+        self,
+        table: str,
+        columns: Sequence[str],
+        keys: Sequence[str],
+        *,
+        add: Sequence[str] = (),
+        least: Sequence[str] = (),
+        greatest: Sequence[str] = (),
+        replace: Sequence[str] = (),
+    ) -> str:
+        """An insert-or-merge statement in this store's dialect (see :meth:`_upsert`)."""
+        return self._upsert(
+            table, columns, keys, add=add, least=least, greatest=greatest, replace=replace
+        )
+
     def close(self) -> None:
         with self._lock:
             conns, self._all = self._all, []

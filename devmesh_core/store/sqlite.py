@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from devmesh_core.errors import BackendError, BackendUnavailable, ConfigError, DevMeshError
+from devmesh_core.store import schema_actions, schema_incidents
 from devmesh_core.store.sql import INSERT_COLUMNS, Migration, SQLLogStore
 
 _V1 = Migration(
@@ -110,7 +111,7 @@ class SQLiteLogStore(SQLLogStore):
     backend = "sqlite"
     placeholder = "?"
     serialize_writes = True
-    migrations = (_V1, _V2, _V3, _V4)
+    migrations = (_V1, _V2, _V3, _V4, *schema_incidents.SQLITE, *schema_actions.SQLITE)
     merge_forms: ClassVar[Mapping[str, str]] = {
         "conflict": "ON CONFLICT ({keys}) DO UPDATE SET ",
         "add": "{c} = {t}.{c} + excluded.{c}",

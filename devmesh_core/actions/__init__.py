@@ -1,0 +1,1 @@
+"""Remediation: typed allowlisted actions, approvals, execution by node agents, audit."""

@@ -1,0 +1,2 @@
+"""Incident detection: detectors turn events into signals, correlation turns signals into
+incidents with a lifecycle."""

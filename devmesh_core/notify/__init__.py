@@ -1,0 +1,1 @@
+"""Notifications: the ``Notifier`` port the bots and the webhook implement."""

@@ -1,0 +1,1 @@
+"""Reasoning: runbooks, GraphRAG retrieval, LLM ports and runbook-guided diagnosis."""
