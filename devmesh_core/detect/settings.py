@@ -36,11 +36,29 @@ class DetectSettings(BaseModel):
     # New signatures (templates) of a service, and known templates at a new host.
     new_signature_enabled: bool = True
     new_signature_warmup: float = Field(
-        default=600.0, ge=0, description="seconds after a service is first seen before its "
-        "templates count as new"
+        default=600.0,
+        ge=0,
+        description="seconds after a service is first seen before its templates count as new",
     )
     new_signature_min_level: Literal["WARNING", "ERROR", "CRITICAL"] = "ERROR"
     new_host_enabled: bool = True
+    new_host_fleet_hosts: int = Field(
+        default=10,
+        ge=1,
+        description="a known template already on this many hosts is fleet-wide background: "
+        "at a new host it joins an open incident but opens none …",
+    )
+    new_host_fleet_age: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="… once it has been around this many seconds (a fast spread is news)",
+    )
+    group_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="new templates of one host this close together (a multi-line crash "
+        "dump split into lines) are one signal",
+    )
 
     # Health events from node event files and shipper heartbeats.
     health_enabled: bool = True
@@ -57,8 +75,7 @@ class DetectSettings(BaseModel):
     )
     heartbeat_event_types: list[str] = Field(default_factory=lambda: ["heartbeat", "node_online"])
     heartbeat_timeout: float = Field(
-        default=180.0, gt=0, description="seconds of silence after which a shipping node is "
-        "offline"
+        default=180.0, gt=0, description="seconds of silence after which a shipping node is offline"
     )
 
     # Runbook trigger patterns.
@@ -66,8 +83,10 @@ class DetectSettings(BaseModel):
 
     # Correlation and lifecycle.
     correlation_window: float = Field(
-        default=900.0, gt=0, description="a signal joins an active incident touching the same "
-        "service, a dependency or the same host if its last signal is this recent"
+        default=900.0,
+        gt=0,
+        description="a signal joins an active incident touching the same "
+        "service, a dependency or the same host if its last signal is this recent",
     )
     open_min_severity: Literal["low", "medium", "high", "critical"] = Field(
         default="medium", description="weaker signals only join incidents, never open one"
@@ -76,17 +95,30 @@ class DetectSettings(BaseModel):
         default=1800.0, gt=0, description="quiet seconds after which an incident resolves"
     )
     reopen_window: float = Field(
-        default=3600.0, ge=0, description="a resolved incident reopens if one of its "
-        "signatures returns within this many seconds"
+        default=3600.0,
+        ge=0,
+        description="a resolved incident reopens if one of its "
+        "signatures returns within this many seconds",
     )
     update_interval: float = Field(
         default=300.0, ge=0, description="at most one 'updated' event per incident this often"
     )
     throttle: float = Field(
-        default=60.0, ge=0, description="a repeat of the same signal within this many seconds "
-        "only adds to the count of the one in the timeline"
+        default=60.0,
+        ge=0,
+        description="a repeat of the same signal within this many seconds "
+        "only adds to the count of the one in the timeline",
     )
     use_graph: bool = Field(
-        default=True, description="read dependencies from (and project incidents to) the graph"
+        default=True,
+        description="read dependencies and past fixes from (and project incidents to) the "
+        "knowledge graph when it is there: already open in this process, an external "
+        "graph_url, or an embedded graph that exists under data_dir/graph; false = never",
+    )
+    start_graph: bool = Field(
+        default=False,
+        description="also start the embedded FalkorDB for detection when no graph is there "
+        "yet (takes seconds and memory; normally the projection loop or `devmesh graph "
+        "project` creates it)",
     )
     max_timeline: int = Field(default=200, ge=10, description="signals kept per incident")
