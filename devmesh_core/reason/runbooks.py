@@ -207,6 +207,17 @@ def _placeholders(value: str) -> list[str]:
     return [field for _, field, _, _ in string.Formatter().parse(value) if field is not None]
 
 
+def _strings(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Every string value of (nested) parameters with its dotted key."""
+    found: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if isinstance(value, str):
+            found.append((prefix + str(key), value))
+        elif isinstance(value, Mapping):
+            found.extend(_strings(value, f"{prefix}{key}."))
+    return found
+
+
 def _action_problems(runbook: Runbook) -> list[str]:
     """What is wrong with a runbook's actions: unknown action, wrong parameter names, bad
     placeholders. The catalog is the ACTIONS layer's; a runbook may only ask for what it
@@ -230,9 +241,7 @@ def _action_problems(runbook: Runbook) -> list[str]:
             problems.append(f"{where}: unknown parameter(s) {', '.join(unknown)}")
         if missing:
             problems.append(f"{where}: missing parameter(s) {', '.join(missing)}")
-        for key, value in item.params.items():
-            if not isinstance(value, str):
-                continue
+        for key, value in _strings(item.params):
             try:
                 names = _placeholders(value)
             except ValueError as exc:
@@ -298,7 +307,8 @@ def lint_runbooks(directory: Path) -> tuple[list[Runbook], list[str]]:
         try:
             runbook = parse_runbook(path.read_text(encoding="utf-8"), path)
         except (InvalidInput, OSError, UnicodeDecodeError) as exc:
-            problems.append(str(exc))
+            # One line per problem (YAML errors span several lines).
+            problems.append(re.sub(r"\s*\n\s*", " ", str(exc)).strip())
             continue
         if runbook.id in seen:
             problems.append(f"{path}: id {runbook.id!r} is also used by {seen[runbook.id]}")
