@@ -126,19 +126,17 @@ class ActionSettings(BaseModel):
         return ActionSettings.model_validate(data)
 
     def host_allow(self, host: str) -> HostAllow:
-        """The union of the ``"*"`` entry and the host's own entry."""
+        """What may be touched on ``host``: the union of the ``"*"`` entry and the host's own
+        entry (nothing when neither exists); the host's ``actions`` list, if set, overrides
+        the ``"*"`` one."""
         parts = [a for key in ("*", host) if (a := self.allow.get(key)) is not None]
         if not parts:
             return HostAllow(actions=[])
-        actions: list[str] | None = None
-        if any(p.actions is not None for p in parts):
-            actions = sorted(
-                {a for p in parts for a in (p.actions if p.actions is not None else [])}
-                if all(p.actions is not None for p in parts)
-                else {"*"}
-            )
-            if actions == ["*"]:
-                actions = None
+        # Which actions: the host's own list if it has one, else the "*" entry's.
+        own, star = self.allow.get(host), self.allow.get("*")
+        actions = own.actions if own is not None and own.actions is not None else None
+        if actions is None and star is not None:
+            actions = star.actions
         return HostAllow(
             units=sorted({u for p in parts for u in p.units}),
             containers=sorted({c for p in parts for c in p.containers}),

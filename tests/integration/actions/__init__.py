@@ -1,0 +1,1 @@
+"""Remediation: agent execution, end to end over a real server, store contract."""
