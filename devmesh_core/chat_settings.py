@@ -49,6 +49,10 @@ class DiscordSettings(BaseModel):
         default=True,
         description="register the slash commands on start (per allowed guild, else globally)",
     )
+    diagnose_new_incidents: bool = Field(
+        default=True,
+        description="run a diagnosis for each new incident and post it in its thread",
+    )
 
     @field_validator("allowed_guild_ids", "allowed_channel_ids", mode="before")
     @classmethod
