@@ -7,6 +7,7 @@ or touches the disk at import time; :func:`load_config` is called by the entry p
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ import yaml
 JournalMode = Literal["live", "file", "directory"]
 StartAt = Literal["head", "tail"]
 JournalFormat = Literal["json", "export"]
+
+FileStart = Literal["head", "tail"]
 
 DEFAULT_STATE_DIR = Path("/var/lib/devmesh-shipper")
 DEFAULT_SERVER = "http://127.0.0.1:8770"
@@ -43,6 +46,7 @@ class JournalConfig:
     re-runs journalctl after the last cursor every ``poll_interval`` seconds.
     """
 
+    enabled: bool = True
     mode: JournalMode = "live"
     format: JournalFormat = "json"
     files: tuple[Path, ...] = ()
@@ -52,6 +56,75 @@ class JournalConfig:
     poll_interval: float = 1.0
     journalctl: str = "journalctl"
     extra_args: tuple[str, ...] = ()
+
+
+DEFAULT_CONTINUE_PATTERN = (
+    r"^(?:\s|at\s|Caused by:|Suppressed:|\.\.\. \d+ (?:more|common frames omitted)"
+    r"|Traceback \(most recent call last\)|During handling of the above exception"
+    r"|The above exception was the direct cause|[\w$.]*(?:Error|Exception|Exit|Interrupt)"
+    r"(?::|$)|$)"
+)
+"""A line matching this continues the event before it: indented lines, Java ``at …`` and
+``Caused by:`` lines, Python's ``Traceback`` header, chained-exception notes and the final
+``SomeError: message`` line, and blank lines. Used when no ``multiline.start`` is given."""
+
+
+@dataclass(frozen=True, slots=True)
+class MultilineConfig:
+    """How lines join into one event (a stack trace is one event with its first line).
+
+    ``start`` (a regex) marks a record's first line: lines not matching it continue the
+    previous event; the robust choice when every record starts with a timestamp. Without it,
+    ``continue_pattern`` marks continuation lines instead (the default suits Java and Python
+    stack traces). ``max_lines``/``max_bytes`` cap one event (the rest starts a new one);
+    ``timeout`` emits the last event of a file that stopped growing. ``enabled: false``
+    ships each line on its own.
+    """
+
+    enabled: bool = True
+    start: str | None = None
+    continue_pattern: str = DEFAULT_CONTINUE_PATTERN
+    max_lines: int = 500
+    max_bytes: int = 256 * 1024
+    timeout: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class FileInput:
+    """One ``files:`` entry: a glob of plain log files shipped under one service name.
+
+    ``start`` applies only to files already there at the very first start (no checkpoint
+    yet): ``head`` ships them whole, ``tail`` only what is appended from now on. Files that
+    appear later are always read from their first byte. ``level`` is ``auto`` (detect a level
+    word per event, default INFO) or a fixed level; ``timestamps`` is ``auto`` (a leading
+    timestamp in common formats, otherwise the read time) or ``read_time``. Timestamps
+    without a UTC offset are read in ``timezone`` (``local`` or ``UTC``).
+    """
+
+    path: str
+    service: str
+    host: str | None = None
+    start: FileStart = "head"
+    multiline: MultilineConfig = field(default_factory=MultilineConfig)
+    level: str = "auto"
+    timestamps: Literal["auto", "read_time"] = "auto"
+    timezone: Literal["local", "UTC"] = "local"
+    max_line_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TailConfig:
+    """Timing of the file tail (shared by every ``files:`` entry).
+
+    ``poll_interval``: how often files are checked for new data (and globs re-scanned);
+    ``rotate_wait``: how long a rotated-away or deleted file stays open after its last
+    growth (a writer may still append before it reopens its log); ``partial_line_timeout``:
+    how long a last line without its newline waits before it is shipped as it is.
+    """
+
+    poll_interval: float = 0.25
+    rotate_wait: float = 5.0
+    partial_line_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +149,23 @@ class ShipperConfig:
     drain_timeout: float | None = None
     verify_tls: bool = True
     ca_file: Path | None = None
+    files: tuple[FileInput, ...] = ()
+    tail: TailConfig = field(default_factory=TailConfig)
 
     @property
     def cursor_path(self) -> Path:
         """The committed-cursor file: one per state directory (one per journal source)."""
         return self.state_dir / "cursor.json"
+
+    @property
+    def file_checkpoint_path(self) -> Path:
+        """Per-file checkpoints of the file tail ((device, inode) → offset)."""
+        return self.state_dir / "files.json"
+
+    @property
+    def file_stamps_path(self) -> Path:
+        """Read-time stamps of file lines without a timestamp of their own (see ingest.tail)."""
+        return self.state_dir / "file-stamps.json"
 
     @property
     def spool_dir(self) -> Path:
@@ -107,7 +192,18 @@ class ShipperConfig:
             ("heartbeat_seconds", self.heartbeat_seconds, 0.1),
             ("cursor_commit_seconds", self.cursor_commit_seconds, 0.0),
             ("journal.poll_interval", self.journal.poll_interval, 0.01),
+            ("tail.poll_interval", self.tail.poll_interval, 0.005),
+            ("tail.rotate_wait_seconds", self.tail.rotate_wait, 0.0),
+            ("tail.partial_line_seconds", self.tail.partial_line_timeout, 0.0),
         ]
+        for index, item in enumerate(self.files):
+            where = f"files[{index}]."
+            checks += [
+                (where + "multiline.max_lines", item.multiline.max_lines, 1),
+                (where + "multiline.max_bytes", item.multiline.max_bytes, 64),
+                (where + "multiline.timeout_seconds", item.multiline.timeout, 0.0),
+                (where + "max_line_bytes", item.max_line_bytes, 64),
+            ]
         for name, value, minimum in checks:
             if value < minimum:
                 raise ShipperConfigError(f"{name} must be at least {minimum}, got {value}")
@@ -115,6 +211,8 @@ class ShipperConfig:
             raise ShipperConfigError("journal.mode is 'file' but journal.files is empty")
         if self.journal.mode == "directory" and self.journal.directory is None:
             raise ShipperConfigError("journal.mode is 'directory' but journal.directory is unset")
+        if not self.journal.enabled and not self.files:
+            raise ShipperConfigError("nothing to ship: journal.enabled is false and no files")
         return self
 
 
@@ -158,6 +256,75 @@ def _path(value: Any, name: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _pattern(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ShipperConfigError(f"{where} must be a regular expression string")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ShipperConfigError(f"{where}: bad regex {value!r}: {exc}") from exc
+    return value
+
+
+def parse_file_input(item: Any, index: int, base: Path) -> FileInput:
+    """One ``files:`` entry: a mapping with at least ``path`` (a glob) and ``service``."""
+    where = f"files[{index}]."
+    if not isinstance(item, dict):
+        raise ShipperConfigError(f"files[{index}] must be a mapping with path and service")
+    bad = sorted(set(item) - {"path", "service", "host", "start", "multiline", "level",
+                              "timestamps", "timezone", "max_line_bytes"})
+    if bad:
+        raise ShipperConfigError(f"{where[:-1]}: unknown keys: {', '.join(bad)}")
+    path = _path(item.get("path"), where + "path", base)
+    service = item.get("service")
+    if not isinstance(service, str) or not service.strip():
+        raise ShipperConfigError(f"{where}service must be a non-empty string")
+    host = item.get("host")
+    if host is not None and (not isinstance(host, str) or not host.strip()):
+        raise ShipperConfigError(f"{where}host must be a non-empty string")
+    start = item.get("start", "head")
+    if start not in ("head", "tail"):
+        raise ShipperConfigError(f"{where}start must be head or tail, got {start!r}")
+    level = str(item.get("level", "auto")).strip()
+    level = "auto" if level.lower() == "auto" else level.upper()
+    if level not in ("auto", *_LEVELS):
+        raise ShipperConfigError(f"{where}level must be auto or one of {', '.join(_LEVELS)}")
+    stamps = item.get("timestamps", "auto")
+    if stamps not in ("auto", "read_time"):
+        raise ShipperConfigError(f"{where}timestamps must be auto or read_time")
+    zone = item.get("timezone", "local")
+    if zone not in ("local", "UTC"):
+        raise ShipperConfigError(f"{where}timezone must be local or UTC")
+    multi = item.get("multiline", {})
+    if multi is False:
+        multiline = MultilineConfig(enabled=False)
+    else:
+        if not isinstance(multi, dict):
+            raise ShipperConfigError(f"{where}multiline must be a mapping or false")
+        mbad = sorted(set(multi) - {"enabled", "start", "continue", "max_lines", "max_bytes",
+                                    "timeout_seconds"})
+        if mbad:
+            raise ShipperConfigError(f"{where}multiline: unknown keys: {', '.join(mbad)}")
+        mw = where + "multiline."
+        multiline = MultilineConfig(
+            enabled=bool(multi.get("enabled", True)),
+            start=_pattern(multi["start"], mw + "start") if multi.get("start") else None,
+            continue_pattern=_pattern(multi["continue"], mw + "continue")
+            if multi.get("continue") else DEFAULT_CONTINUE_PATTERN,
+            max_lines=_int(multi, "max_lines", 500, mw),
+            max_bytes=_int(multi, "max_bytes", 256 * 1024, mw),
+            timeout=_num(multi, "timeout_seconds", 1.0, mw),
+        )
+    return FileInput(
+        path=str(path), service=service.strip(), host=host.strip() if host else None,
+        start=start, multiline=multiline, level=level, timestamps=stamps, timezone=zone,
+        max_line_bytes=_int(item, "max_line_bytes", 256 * 1024, where),
+    )
+
+
 def parse_config(data: Any, *, base_dir: Path = Path(".")) -> ShipperConfig:
     """Build a config from parsed YAML. Relative paths are taken from ``base_dir``."""
     if data is None:
@@ -166,7 +333,7 @@ def parse_config(data: Any, *, base_dir: Path = Path(".")) -> ShipperConfig:
         raise ShipperConfigError("the shipper config must be a YAML mapping")
     known = {"server", "token", "token_file", "state_dir", "host", "journal", "batch", "spool",
              "retry", "request_timeout", "heartbeat_seconds", "cursor_commit_seconds",
-             "filters_file", "drain_timeout", "verify_tls", "ca_file"}
+             "filters_file", "drain_timeout", "verify_tls", "ca_file", "files", "tail"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ShipperConfigError(f"unknown config keys: {', '.join(unknown)}")
@@ -192,6 +359,7 @@ def parse_config(data: Any, *, base_dir: Path = Path(".")) -> ShipperConfig:
     if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
         raise ShipperConfigError("journal.extra_args must be a list of strings")
     jcfg = JournalConfig(
+        enabled=bool(journal.get("enabled", True)),
         mode=mode,
         format=fmt,
         files=tuple(_path(f, "journal.files[]", base_dir) for f in files),
@@ -202,6 +370,19 @@ def parse_config(data: Any, *, base_dir: Path = Path(".")) -> ShipperConfig:
         poll_interval=_num(journal, "poll_interval", 1.0, "journal."),
         journalctl=str(journal.get("journalctl", "journalctl")),
         extra_args=tuple(extra),
+    )
+    raw_files = data.get("files") or []
+    if not isinstance(raw_files, list):
+        raise ShipperConfigError("files must be a list of {path, service, ...} entries")
+    file_inputs = tuple(parse_file_input(item, i, base_dir) for i, item in enumerate(raw_files))
+    tail = _section(data, "tail")
+    tbad = sorted(set(tail) - {"poll_interval", "rotate_wait_seconds", "partial_line_seconds"})
+    if tbad:
+        raise ShipperConfigError(f"tail: unknown keys: {', '.join(tbad)}")
+    tcfg = TailConfig(
+        poll_interval=_num(tail, "poll_interval", 0.25, "tail."),
+        rotate_wait=_num(tail, "rotate_wait_seconds", 5.0, "tail."),
+        partial_line_timeout=_num(tail, "partial_line_seconds", 5.0, "tail."),
     )
     batch = _section(data, "batch")
     spool = _section(data, "spool")
@@ -231,6 +412,8 @@ def parse_config(data: Any, *, base_dir: Path = Path(".")) -> ShipperConfig:
         drain_timeout=None if drain_timeout is None else _num(data, "drain_timeout", 0, ""),
         verify_tls=bool(data.get("verify_tls", True)),
         ca_file=_path(data["ca_file"], "ca_file", base_dir) if data.get("ca_file") else None,
+        files=file_inputs,
+        tail=tcfg,
     ).validated()
 
 
@@ -248,9 +431,12 @@ def load_config(path: Path) -> ShipperConfig:
 
 
 __all__ = [
+    "FileInput",
     "JournalConfig",
+    "MultilineConfig",
     "ShipperConfig",
     "ShipperConfigError",
+    "TailConfig",
     "load_config",
     "parse_config",
     "read_token_file",

@@ -40,6 +40,12 @@ Failure handling
 
 Threads: a reader thread (:class:`ingest.journald.JournalReader`) runs journalctl, parses,
 filters, maps and encodes; the main thread batches, sends, spools, commits and heartbeats.
+
+Inputs: the journal and/or plain log files (:mod:`ingest.tail`, ``files:`` in the config).
+Each input has its own reader thread feeding the one queue, and its own checkpoint store
+(``cursor.json`` for journald, ``files.json`` for the files). Each chunk says which input it
+came from; a batch may mix inputs, and once it is acknowledged the newest token of *each*
+input in it is committed to that input's store. The rule above holds per input.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -74,6 +80,7 @@ from ingest.cursor import CursorStore
 from ingest.filters import ReloadableFilter
 from ingest.journald import Chunk, EntryMapper, JournalReader, ReaderDone, source_args
 from ingest.spool import Spool
+from ingest.tail import FileCheckpoints, StampLog, TailChunk, TailReader
 
 log = get_logger(__name__)
 
@@ -84,6 +91,32 @@ EX_CONFIG = 78
 
 SHIPPER_SERVICE = "devmesh-shipper"
 _QUEUE_CHUNKS = 16
+JOURNALD = "journald"
+FILES = "files"
+
+
+class CheckpointStore(Protocol):
+    """Where an input commits how far it is acknowledged (CursorStore, FileCheckpoints)."""
+
+    commits: int
+
+    def commit(self, token: Any) -> None:
+        """Durably record ``token`` (a journald cursor, a file tail token)."""
+
+
+class InputReader(Protocol):
+    """A reader thread feeding the shipper's queue (JournalReader, TailReader)."""
+
+    lines: int
+    read_seconds: float
+    parse_seconds: float
+    put_seconds: float
+
+    def stop(self) -> None:
+        """Stop reading (safe to call more than once)."""
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end."""
 
 
 @dataclass(slots=True)
@@ -190,11 +223,17 @@ class Shipper:
         self._reload = threading.Event()
         self.instance = uuid.uuid4().hex[:12]
         self._heartbeat_seq = 0
-        self._queue: queue.Queue[Chunk | ReaderDone] = queue.Queue(maxsize=_QUEUE_CHUNKS)
+        self._queue: queue.Queue[Chunk | TailChunk | ReaderDone] = queue.Queue(
+            maxsize=_QUEUE_CHUNKS)
         self._pending: list[bytes] = []  # comma-joined runs of events
         self._pending_count = 0
-        self._pending_tail: str | None = None
-        self._acked_tail: str | None = None  # acknowledged, not yet committed
+        # Per input: the token after the last pending event, and the acknowledged,
+        # not yet committed one.
+        self._pending_tails: dict[str, Any] = {}
+        self._acked_tails: dict[str, Any] = {}
+        self._stores: dict[str, CheckpointStore] = {}
+        self._readers: dict[str, InputReader] = {}
+        self._tail: TailReader | None = None
         self._last_commit = float("-inf")
         self._pending_since: float | None = None
         self._online_sent = False
@@ -222,6 +261,7 @@ class Shipper:
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         source = " ".join(source_args(cfg.journal)) or "system journal"
         self.cursor = CursorStore(cfg.cursor_path, source=source)
+        self.file_checkpoints = FileCheckpoints(cfg.file_checkpoint_path)
         self.spool = Spool(cfg.spool_dir, int(cfg.spool_max_mb * 1024 * 1024))
         poster = self._poster if self._poster is not None else HttpPoster(
             cfg.server, cfg.token, cfg.request_timeout, verify_tls=cfg.verify_tls,
@@ -235,11 +275,26 @@ class Shipper:
                 previous[sig] = signal.signal(sig, self._on_signal)
         self._started = self._clock()
         self._next_heartbeat = self._started
-        after = self.cursor.load()
-        log.info("shipper_starting", server=cfg.server, source=source, resume_after=after,
+        after = self.cursor.load() if cfg.journal.enabled else None
+        positions = self.file_checkpoints.load() if cfg.files else None
+        log.info("shipper_starting", server=cfg.server,
+                 source=source if cfg.journal.enabled else None, resume_after=after,
+                 files=[f.path for f in cfg.files], file_checkpoints=len(positions or {}),
                  spooled_events=self.spool.events, batch_events=cfg.batch_max_events,
                  batch_seconds=cfg.batch_max_seconds, instance=self.instance)
-        self._reader = self._start_reader(after)
+        if cfg.journal.enabled:
+            self._stores[JOURNALD] = self.cursor
+            self._reader = self._start_reader(after)
+            self._readers[JOURNALD] = self._reader
+        if cfg.files:
+            self._stores[FILES] = self.file_checkpoints
+            self._tail = TailReader(
+                cfg.files, cfg.tail, positions, self.filters, self._queue,
+                StampLog(cfg.file_stamps_path, self.file_checkpoints),
+                node_host=cfg.node_host, follow=cfg.journal.follow,
+            )
+            self._tail.start()
+            self._readers[FILES] = self._tail
         code = EX_OK
         try:
             code = self._loop()
@@ -249,36 +304,48 @@ class Shipper:
             code = EX_CONFIG
         finally:
             self._commit(self._clock(), force=True)
-            reader = self._reader
-            reader.stop()
-            reader.join(timeout=5)
+            readers = list(self._readers.values())
+            for reader in readers:
+                reader.stop()
+            for reader in readers:
+                reader.join(timeout=5)
             self.client.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.stats.spool_dropped_events = self.spool.dropped_events
-            self.stats.cursor_commits = self.cursor.commits
+            self.stats.cursor_commits = sum(store.commits for store in self._stores.values())
+            tail = self._tail
+            tail_stats = {} if tail is None else {
+                "tail_read_bytes": tail.read_bytes, "tail_cut_lines": tail.cut_lines,
+                "tail_rotations": tail.rotations, "tail_truncations": tail.truncations,
+                "tail_stamp_writes": tail.stamps.writes,
+            }
             elapsed = max(self._clock() - self._started, 1e-9)
             log.info("shipper_done", exit_code=code, elapsed_seconds=round(elapsed, 3),
                      rate_per_second=round(self.stats.read / elapsed, 1),
-                     spooled_now=self.spool.events, reader_lines=reader.lines,
-                     reader_read_seconds=round(reader.read_seconds, 3),
-                     reader_parse_seconds=round(reader.parse_seconds, 3),
-                     reader_put_wait_seconds=round(reader.put_seconds, 3),
+                     spooled_now=self.spool.events,
+                     reader_lines=sum(r.lines for r in readers),
+                     reader_read_seconds=round(sum(r.read_seconds for r in readers), 3),
+                     reader_parse_seconds=round(sum(r.parse_seconds for r in readers), 3),
+                     reader_put_wait_seconds=round(sum(r.put_seconds for r in readers), 3),
                      max_rss_mb=round(peak_rss_mb(), 1),
-                     **cpu_seconds(),
+                     **cpu_seconds(), **tail_stats,
                      **{k: round(v, 3) if isinstance(v, float) else v
                         for k, v in asdict(self.stats).items()})
         return code
 
     def _start_reader(self, after: str | None) -> JournalReader:
         mapper = EntryMapper(self.cfg.node_host)
-        reader = JournalReader(self.cfg.journal, after, mapper, self.filters, self._queue)
+        # The journal reader only puts journal chunks; the queue is shared with the file tail.
+        out = cast("queue.Queue[Chunk | ReaderDone]", self._queue)
+        reader = JournalReader(self.cfg.journal, after, mapper, self.filters, out)
         reader.start()
         return reader
 
     def _loop(self) -> int:
         cfg = self.cfg
         source_done = False
+        finished: set[str] = set()
         drain_started: float | None = None
         while True:
             now = self._clock()
@@ -306,33 +373,39 @@ class Shipper:
                 self._drain_step(now)
             item = self._next_item(now, source_done)
             now = self._clock()
-            if isinstance(item, Chunk):
+            if isinstance(item, Chunk | TailChunk):
                 self._take(item, now)
             elif isinstance(item, ReaderDone):
+                name = getattr(item, "input_name", JOURNALD)
                 self._flush(now, final=True)
-                if item.cursor_rejected:
+                if name == JOURNALD and item.cursor_rejected:
                     log.error("journal_cursor_rejected", error=item.error,
                               cursor=self.cursor.last,
                               note=f"set aside; restarting from the {cfg.journal.start}")
                     self.cursor.discard()
                     self._reader.join(timeout=5)
                     self._reader = self._start_reader(None)
+                    self._readers[JOURNALD] = self._reader
                     continue
                 if item.error is not None:
-                    log.error("journal_read_failed", error=item.error)
+                    log.error("journal_read_failed" if name == JOURNALD else "file_tail_failed",
+                              error=item.error)
                     return EX_FAILURE
-                source_done = True
+                finished.add(name)
+                source_done = finished >= set(self._readers)
             if self._pending_since is not None and (
                 now - self._pending_since >= cfg.batch_max_seconds
             ):
                 self._flush(now)
 
-    def _next_item(self, now: float, source_done: bool) -> Chunk | ReaderDone | None:
+    def _next_item(
+        self, now: float, source_done: bool
+    ) -> Chunk | TailChunk | ReaderDone | None:
         """Wait for the reader, but no longer than the next thing the loop must do."""
         deadlines = [self._next_heartbeat if self.backoff.ready(now) else self.backoff.next_at]
         if self._pending_since is not None:
             deadlines.append(self._pending_since + self.cfg.batch_max_seconds)
-        if self._acked_tail is not None:
+        if self._acked_tails:
             deadlines.append(self._last_commit + self.cfg.cursor_commit_seconds)
         if self.spool:
             deadlines.append(self.backoff.next_at)
@@ -357,7 +430,8 @@ class Shipper:
         self.stats.requests += 1
         self.stats.http_seconds += seconds
 
-    def _take(self, chunk: Chunk, now: float) -> None:
+    def _take(self, chunk: Chunk | TailChunk, now: float) -> None:
+        name = FILES if isinstance(chunk, TailChunk) else JOURNALD
         self.stats.read += chunk.lines
         self.stats.filtered += chunk.filtered
         limit = self.cfg.batch_max_events
@@ -368,22 +442,22 @@ class Shipper:
             self._pending.append(chunk.body if start == 0 and stop == count
                                  else chunk.span(start, stop))
             self._pending_count += stop - start
-            self._pending_tail = chunk.cursors[stop - 1]
+            self._pending_tails[name] = chunk.cursors[stop - 1]  # (_flush swaps the dict)
             start = stop
             if self._pending_since is None:
                 self._pending_since = now
             if self._pending_count >= limit:
                 self._flush(now)
         if chunk.tail_cursor is not None:
-            self._pending_tail = chunk.tail_cursor
+            self._pending_tails[name] = chunk.tail_cursor
             if self._pending_since is None:
                 self._pending_since = now
 
     def _flush(self, now: float, *, final: bool = False) -> None:
         """Acknowledge the pending batch (server or spool), then commit its cursor."""
-        runs, count, tail = self._pending, self._pending_count, self._pending_tail
+        runs, count, tails = self._pending, self._pending_count, self._pending_tails
         self._pending, self._pending_count = [], 0
-        self._pending_tail, self._pending_since = None, None
+        self._pending_tails, self._pending_since = {}, None
         if count:
             self.stats.batches += 1
             body = b"".join((b"[", b",".join(runs), b"]"))
@@ -401,8 +475,8 @@ class Shipper:
                 self.spool.append(body, count)
                 self.stats.spooled_events += count
                 self.stats.spool_seconds += time.perf_counter() - started
-        if tail is not None:
-            self._acked_tail = tail
+        if tails:
+            self._acked_tails.update(tails)
             self._commit(now, force=final)
 
     def _commit(self, now: float, *, force: bool = False) -> None:
@@ -412,13 +486,14 @@ class Shipper:
         shipper re-reads a little more, and the server absorbs the re-sent events. It saves
         an fsync pair per batch at high rates.
         """
-        tail = self._acked_tail
-        if tail is None or (not force and now - self._last_commit < self.cfg.cursor_commit_seconds):
+        tails = self._acked_tails
+        if not tails or (not force and now - self._last_commit < self.cfg.cursor_commit_seconds):
             return
         started = time.perf_counter()
-        self.cursor.commit(tail)
+        for name, token in tails.items():
+            self._stores[name].commit(token)
         self.stats.commit_seconds += time.perf_counter() - started
-        self._acked_tail = None
+        self._acked_tails = {}
         self._last_commit = now
 
     def _record(self, delivery: Delivery, count: int) -> None:
@@ -496,6 +571,7 @@ class Shipper:
                 "spooled_events": self.spool.events,
                 "spool_dropped_events": self.spool.dropped_events,
                 "cursor": self.cursor.last,
+                "files": len(self.file_checkpoints.committed) if self.cfg.files else None,
             },
         }
 

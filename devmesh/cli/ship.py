@@ -18,7 +18,9 @@ from typing import Annotated, Any
 import typer
 
 from ingest.config import (
+    FileInput,
     JournalConfig,
+    MultilineConfig,
     ShipperConfig,
     ShipperConfigError,
     load_config,
@@ -48,8 +50,22 @@ def build_config(
     host: str | None = None,
     heartbeat_seconds: float | None = None,
     drain_timeout: float | None = None,
+    paths: list[str] | None = None,
+    service: str | None = None,
+    multiline_start: str | None = None,
+    multiline: bool | None = None,
+    multiline_timeout: float | None = None,
+    max_line_bytes: int | None = None,
+    poll_interval: float | None = None,
+    rotate_wait: float | None = None,
+    partial_line_seconds: float | None = None,
 ) -> ShipperConfig:
-    """The config file (if any) with command-line overrides applied, validated."""
+    """The config file (if any) with command-line overrides applied, validated.
+
+    ``paths`` (``--path``, globs) replace the config's ``files:`` with one entry per glob
+    under ``service``; they also switch the journal off unless ``--file``/``--directory``
+    name one explicitly (``devmesh ship --path ...`` ships those files, nothing else).
+    """
     cfg = load_config(config) if config is not None else ShipperConfig()
     top: dict[str, Any] = {}
     journal: dict[str, Any] = {}
@@ -82,8 +98,53 @@ def build_config(
     ):
         if value is not None:
             top[key] = value
+    if paths:
+        top["files"] = _file_inputs(paths, service, start=start, multiline_start=multiline_start,
+                                    multiline=multiline, multiline_timeout=multiline_timeout,
+                                    max_line_bytes=max_line_bytes)
+        if not files and directory is None:
+            journal["enabled"] = False
+    elif service is not None:
+        raise ShipperConfigError("--service names the service of --path files: add --path")
+    tail: dict[str, float] = {}
+    for key, value in (("poll_interval", poll_interval), ("rotate_wait", rotate_wait),
+                       ("partial_line_timeout", partial_line_seconds)):
+        if value is not None:
+            tail[key] = value
+    if tail:
+        top["tail"] = replace(cfg.tail, **tail)
     jcfg: JournalConfig = replace(cfg.journal, **journal) if journal else cfg.journal
     return replace(cfg, journal=jcfg, **top).validated()
+
+
+def _file_inputs(
+    paths: list[str],
+    service: str | None,
+    *,
+    start: str | None,
+    multiline_start: str | None,
+    multiline: bool | None,
+    multiline_timeout: float | None,
+    max_line_bytes: int | None,
+) -> tuple[FileInput, ...]:
+    """``--path`` globs as ``files:`` entries (absolute, so a restart elsewhere finds them)."""
+    import re
+
+    if not service or not service.strip():
+        raise ShipperConfigError("--path needs --service NAME (the service the lines belong to)")
+    if multiline_start is not None:
+        try:
+            re.compile(multiline_start)
+        except re.error as exc:
+            raise ShipperConfigError(f"--multiline-start: bad regex: {exc}") from exc
+    ml = MultilineConfig(enabled=multiline is not False, start=multiline_start)
+    if multiline_timeout is not None:
+        ml = replace(ml, timeout=multiline_timeout)
+    entry = FileInput(path="", service=service.strip(), start="tail" if start == "tail" else "head",
+                      multiline=ml)
+    if max_line_bytes is not None:
+        entry = replace(entry, max_line_bytes=max_line_bytes)
+    return tuple(replace(entry, path=os.path.abspath(os.path.expanduser(p))) for p in paths)
 
 
 def ship(
@@ -136,26 +197,73 @@ def ship(
         float | None,
         typer.Option(help="With --no-follow: exit 75 if the server stays away this long."),
     ] = None,
+    path: Annotated[
+        list[str] | None,
+        typer.Option("--path", help="Tail plain log files (a glob; repeatable) instead of the "
+                                    "journal, surviving rotation. Needs --service."),
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option(help="Service name of the --path files' lines.")
+    ] = None,
+    multiline_start: Annotated[
+        str | None,
+        typer.Option(help="Regex of a record's first line (other lines join the event before "
+                          "them). Default: stack-trace lines join the line before them."),
+    ] = None,
+    multiline: Annotated[
+        bool | None,
+        typer.Option("--multiline/--no-multiline", help="Join stack traces (default on)."),
+    ] = None,
+    multiline_timeout: Annotated[
+        float | None, typer.Option(help="Seconds before the last multi-line event is shipped.")
+    ] = None,
+    max_line_bytes: Annotated[
+        int | None, typer.Option(help="Cut longer lines here (with a marker).")
+    ] = None,
+    poll_interval: Annotated[
+        float | None, typer.Option(help="Seconds between checks of the --path files.")
+    ] = None,
+    rotate_wait: Annotated[
+        float | None,
+        typer.Option(help="Seconds a rotated-away file stays open after its last growth."),
+    ] = None,
+    partial_line_seconds: Annotated[
+        float | None,
+        typer.Option(help="Seconds before a last line without newline is shipped as it is."),
+    ] = None,
+    agent: Annotated[
+        bool,
+        typer.Option("--agent", help="Also run the remediation agent (polls for approved "
+                     "actions for --host; node allowlist /etc/devmesh/actions.yaml)."),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
-    """Ship this node's journald entries to the DevMesh server, each exactly once.
+    """Ship this node's journald entries (or, with --path, log files) to DevMesh, each once.
 
     Reads with journalctl, filters noise, batches, POSTs to /ingest/logs and commits the
-    journal cursor only after the server (or the on-disk spool) has the batch. Exit codes:
+    journal cursor only after the server (or the on-disk spool) has the batch. --path GLOB
+    --service NAME tails plain log files instead (rotation, multi-line events, per-file
+    checkpoints: see ingest/tail.py). Exit codes:
     0 done, 1 journal unreadable, 75 server unreachable past --drain-timeout, 78 bad config.
     """
     code = run_shipper(
-        config, log_level=log_level, server=server, token=token, token_file=token_file,
+        config, log_level=log_level, agent=agent, server=server, token=token, token_file=token_file,
         state_dir=state_dir, files=file, directory=directory, follow=follow, start=start,
         journal_format=journal_format, batch_size=batch_size, batch_seconds=batch_seconds,
         spool_mb=spool_mb, filters=filters,
         host=host, heartbeat_seconds=heartbeat_seconds, drain_timeout=drain_timeout,
+        paths=path, service=service, multiline_start=multiline_start, multiline=multiline,
+        multiline_timeout=multiline_timeout, max_line_bytes=max_line_bytes,
+        poll_interval=poll_interval, rotate_wait=rotate_wait,
+        partial_line_seconds=partial_line_seconds,
     )
     if code:
         raise typer.Exit(code)
 
 
-def run_shipper(config: Path | None, *, log_level: str = "INFO", **overrides: Any) -> int:
+def run_shipper(
+    config: Path | None, *, log_level: str = "INFO", agent: bool = False, **overrides: Any
+) -> int:
     """Configure logging (unless the main CLI did), build the config, run; return the exit code."""
     import structlog
 
@@ -172,6 +280,14 @@ def run_shipper(config: Path | None, *, log_level: str = "INFO", **overrides: An
     except (ShipperConfigError, FilterConfigError) as exc:
         sys.stderr.write(f"devmesh ship: configuration error: {exc}\n")
         return EX_CONFIG
+    if agent:  # the remediation agent (ingest/agent.py) polls in a thread beside shipping
+        from devmesh.cli.agent import DEFAULT_CONFIG as ACTIONS_CONFIG
+        from ingest.agent import build_agent, start_in_thread
+
+        start_in_thread(build_agent(
+            cfg.server, cfg.token, cfg.node_host,
+            config=ACTIONS_CONFIG if ACTIONS_CONFIG.exists() else None,
+        ))
     return Shipper(cfg, filters=rules).run()
 
 
@@ -198,6 +314,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--heartbeat-seconds", type=float)
     p.add_argument("--drain-timeout", type=float)
+    p.add_argument("--path", action="append", dest="paths")
+    p.add_argument("--service")
+    p.add_argument("--multiline-start")
+    p.add_argument("--multiline", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--multiline-timeout", type=float)
+    p.add_argument("--max-line-bytes", type=int)
+    p.add_argument("--poll-interval", type=float)
+    p.add_argument("--rotate-wait", type=float)
+    p.add_argument("--partial-line-seconds", type=float)
+    p.add_argument("--agent", action="store_true", help="also run the remediation agent")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
