@@ -19,3 +19,9 @@ if ! mariadb_up; then
     fi
     mariadb_up || { echo "test-services: MariaDB is not reachable at 127.0.0.1:3306" >&2; exit 1; }
 fi
+
+# Headless Chromium and its driver for the status page's browser tests (tests/web).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test-services: installing chromium and chromium-driver"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
