@@ -35,28 +35,45 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
     )
 
-    data_dir: Path = Field(default_factory=_default_data_dir)
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="where all state lives: SQLite file, miner state, vectors, graph, keys",
+    )
     database_url: str | None = Field(
         default=None,
         description="sqlite:///path or mysql://user:pw@host:port/db; default SQLite in data_dir",
     )
 
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8770, ge=0, le=65535)
+    api_host: str = Field(
+        default="127.0.0.1", description="address the API binds (loopback unless tokens exist)"
+    )
+    api_port: int = Field(default=8770, ge=0, le=65535, description="port of the HTTP API")
     # Plain tokens given through the environment (e.g. a deploy secret). Tokens made with
     # `devmesh token create` live as hashes in the store instead.
-    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
-    max_batch_events: int = Field(default=10_000, ge=1)
-    max_page_size: int = Field(default=1_000, ge=1)
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="comma-separated bearer tokens accepted by the API"
+    )
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="largest request body (413 above)"
+    )
+    max_batch_events: int = Field(
+        default=10_000, ge=1, description="most events in one ingest batch (413 above)"
+    )
+    max_page_size: int = Field(default=1_000, ge=1, description="most events per query page")
 
-    retention_days: int = Field(default=90, ge=1)
+    retention_days: int = Field(
+        default=90, ge=1, description="events older than this are deleted by retention"
+    )
 
     # Syslog receiver (off unless a port is set). Syslog has no authentication: bind it to
     # an address only trusted nodes reach (e.g. DEVMESH_SYSLOG_HOST=0.0.0.0 on a home LAN).
-    syslog_host: str = "127.0.0.1"
-    syslog_udp_port: int | None = Field(default=None, ge=0, le=65535)
-    syslog_tcp_port: int | None = Field(default=None, ge=0, le=65535)
+    syslog_host: str = Field(default="127.0.0.1", description="address the syslog receiver binds")
+    syslog_udp_port: int | None = Field(
+        default=None, ge=0, le=65535, description="syslog over UDP (RFC 3164/5424); off if unset"
+    )
+    syslog_tcp_port: int | None = Field(
+        default=None, ge=0, le=65535, description="syslog over TCP (octet-counted or LF-framed)"
+    )
 
     graph_url: str | None = Field(
         default=None,
@@ -71,10 +88,30 @@ class Settings(BaseSettings):
         description="http(s)://host:6333 for a Qdrant server; default: Qdrant local mode in "
         "data_dir/vectors (one process at a time)",
     )
-    vector_api_key: SecretStr | None = None
-    embed_batch: int = Field(default=32, ge=1, le=1024)
-    embed_threads: int = Field(default=1, ge=1, le=64)
-    embed_interval: float = Field(default=10.0, gt=0)
+    vector_api_key: SecretStr | None = Field(default=None, description="API key of a Qdrant server")
+    embed_batch: int = Field(default=32, ge=1, le=1024, description="templates per embedding batch")
+    embed_threads: int = Field(default=1, ge=1, le=64, description="torch threads for embedding")
+    embed_interval: float = Field(
+        default=10.0, gt=0, description="seconds between embedding worker passes"
+    )
+
+    graph_enabled: bool = Field(
+        default=True,
+        description="keep the knowledge graph projected from the logs while the server runs "
+        "(starts the embedded FalkorDB unless graph_url names one)",
+    )
+    graph_interval: float = Field(
+        default=30.0, gt=0, description="seconds between graph projection passes"
+    )
+    graph_lag: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds the projection stays behind the newest writes, so rows of "
+        "transactions still committing are not skipped",
+    )
+    bots_enabled: bool = Field(
+        default=True, description="run each chat bot whose token is set inside the server"
+    )
 
     topology_file: Path | None = Field(
         default=None,
@@ -94,8 +131,12 @@ class Settings(BaseSettings):
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
 
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="DevMesh's own logs: JSON when not a terminal (auto)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="level of DevMesh's own logs"
+    )
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -18,7 +18,11 @@ from devmesh_core.log import get_logger
 from devmesh_core.store.base import LogStore
 
 if TYPE_CHECKING:
+    from devmesh_core.actions.service import ActionService
+    from devmesh_core.detect.service import IncidentService
     from devmesh_core.graph import GraphStore
+    from devmesh_core.metrics import Metrics
+    from devmesh_core.notify.base import NotifierHub
     from devmesh_core.reason.runbooks import Runbook
     from devmesh_core.templates.miner import SignatureMiner
     from devmesh_core.vectors import Embedder, VectorIndex
@@ -36,9 +40,11 @@ class Core:
     embedder: Embedder | None = None
     runbooks: list[Runbook] = field(default_factory=list)
     # Services of the capabilities built on the backends; each is set by its opener.
-    incidents: Any = None
-    actions: Any = None
+    incidents: IncidentService | None = None
+    notifiers: NotifierHub | None = None
+    actions: ActionService | None = None
     reasoner: Any = None
+    metrics: Metrics | None = None
     _graph: GraphStore | None = field(default=None, repr=False)
     _graph_error: str | None = field(default=None, repr=False)
     _graph_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -47,13 +53,17 @@ class Core:
     def graph(self) -> GraphStore | None:
         """The knowledge graph, opened on first use (the embedded FalkorDB takes a moment to
         start, and many commands never need it); ``None`` with a warning if it cannot be
-        opened. Later calls do not retry a failed start."""
+        opened. Later calls do not retry a failed start. An embedded server this call had
+        to start is owned: :meth:`close_graph` stops it (data saved); one already running
+        for the data dir (another DevMesh process) is reused and left running."""
         with self._graph_lock:
             if self._graph is None and self._graph_error is None:
                 from devmesh_core.graph import open_graph
 
                 try:
-                    self._graph = open_graph(self.settings.graph_url, self.settings.data_dir)
+                    self._graph = open_graph(
+                        self.settings.graph_url, self.settings.data_dir, owned=True
+                    )
                 except DevMeshError as exc:
                     self._graph_error = str(exc)
                     get_logger(__name__).warning("graph_unavailable", reason=str(exc))
@@ -65,8 +75,8 @@ class Core:
             self._graph, self._graph_error = graph, None
 
     def close_graph(self) -> None:
-        """Close the graph client if it was opened (the embedded server keeps running for
-        the next process unless it was started owned)."""
+        """Close the graph client if it was opened, stopping the embedded server if this
+        process started it."""
         with self._graph_lock:
             graph, self._graph = self._graph, None
         if graph is not None:

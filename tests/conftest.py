@@ -28,6 +28,9 @@ os.environ["no_proxy"] = "127.0.0.1,localhost"
 # Apps and servers in tests run without the embedding model unless a test turns it on
 # (tests/integration/vectors and test_semantic_api do): loading it costs seconds per app.
 os.environ["DEVMESH_VECTORS_ENABLED"] = "false"
+# Likewise the graph projection loop (it starts an embedded FalkorDB per data dir); tests of
+# the server's graph upkeep turn it on.
+os.environ["DEVMESH_GRAPH_ENABLED"] = "false"
 
 MARIADB: dict[str, Any] = {
     "host": os.environ.get("DEVMESH_TEST_MYSQL_HOST", "127.0.0.1"),

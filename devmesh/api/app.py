@@ -6,6 +6,7 @@ formats the answer. Blocking store calls run in the thread pool.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 import zlib
@@ -20,9 +21,16 @@ import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 
 import devmesh_core
+from devmesh.api import background
+from devmesh.api.actions import router as actions_router
+from devmesh.api.ask import router as ask_router
+from devmesh.api.incidents import router as incidents_router
 from devmesh.api.search import router as search_router
+from devmesh.web.routes import STATIC_DIR as WEB_STATIC_DIR
+from devmesh.web.routes import router as web_router
 from devmesh_core import services
 from devmesh_core.config import Settings
 from devmesh_core.errors import (
@@ -36,6 +44,7 @@ from devmesh_core.errors import (
     UnsupportedFormat,
 )
 from devmesh_core.log import get_logger
+from devmesh_core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from devmesh_core.models import Level
 from devmesh_core.receivers.syslog import SyslogReceiver
 from devmesh_core.runtime import Core
@@ -183,6 +192,25 @@ def create_app(
             vector_index=app.state.vector_index,
             embedder=app.state.embedder,
         )
+        await run_in_threadpool(background.load_runbooks, app.state.core)
+        # Remediation (devmesh_core.actions): requests, approvals, agent pull API, audit.
+        from devmesh_core.actions.service import ActionService
+
+        try:
+            app.state.core.actions = ActionService.from_core(app.state.core)
+            app.state.core.actions.start()
+        except DevMeshError as exc:
+            log.warning("remediation_off", reason=str(exc))
+        # Incidents (devmesh_core.detect): service, notifier hub, background detection loop.
+        from devmesh_core.detect.loop import build_hub, start_detection
+
+        app.state.core.notifiers = build_hub(app.state.core)
+        app.state.core.notifiers.attach(asyncio.get_running_loop())
+        app.state.detection = await run_in_threadpool(
+            start_detection, app.state.core, app.state.core.notifiers
+        )
+        background.setup_metrics(app.state.core)
+        app.state.projection = background.start_projection(app.state.core)
         app.state.syslog = None
         if settings.syslog_udp_port is not None or settings.syslog_tcp_port is not None:
             app.state.syslog = SyslogReceiver(
@@ -194,11 +222,20 @@ def create_app(
                 tcp_port=settings.syslog_tcp_port,
             )
             await app.state.syslog.start()
+        app.state.bots = background.start_bots(app.state.core)
         try:
             yield
         finally:
+            await background.stop_bots(app.state.bots)
             if app.state.syslog is not None:
                 await app.state.syslog.stop()
+            if app.state.detection is not None:
+                await run_in_threadpool(app.state.detection.stop)
+            await app.state.core.notifiers.aclose()
+            if app.state.core.actions is not None:
+                await run_in_threadpool(app.state.core.actions.stop)
+            if app.state.projection is not None:
+                await run_in_threadpool(app.state.projection.stop)
             await run_in_threadpool(app.state.core.close_graph)
             if worker is not None:
                 await run_in_threadpool(worker.stop)
@@ -246,9 +283,11 @@ def create_app(
             raise LimitExceeded(
                 f"batch has {len(items)} events; the limit is {settings.max_batch_events}"
             )
+        started = time.perf_counter()
         report = await run_in_threadpool(
             services.ingest, store, items, default_source="http", miner=request.app.state.miner
         )
+        _record_ingest(request, "http", report, started)
         _new_templates_maybe(request, report.accepted)
         return json_response(
             {
@@ -276,9 +315,11 @@ def create_app(
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"body is not valid JSON: {exc}") from exc
+        started = time.perf_counter()
         report = await run_in_threadpool(
             services.ingest_loki, store, payload, miner=request.app.state.miner
         )
+        _record_ingest(request, "loki", report, started)
         _new_templates_maybe(request, report.accepted)
         if report.rejected:
             return json_response(
@@ -334,6 +375,12 @@ def create_app(
         )
         return json_response({"events": [e.to_api() for e in page.events], "next": page.next})
 
+    @app.get("/metrics", dependencies=[Depends(require_token)])
+    def metrics(core: CoreDep) -> Response:
+        """Prometheus metrics: ingest, diagnoses, incidents, actions, stored events."""
+        assert core.metrics is not None
+        return Response(core.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
     @app.get("/health")
     def health(store: StoreDep) -> Response:
         """200 when the store answers, 503 (with the reason) when it does not."""
@@ -363,7 +410,20 @@ def create_app(
         )
 
     app.include_router(search_router, dependencies=[Depends(require_token)])
+    app.include_router(ask_router, dependencies=[Depends(require_token)])
+    app.include_router(actions_router, dependencies=[Depends(require_token)])
+    app.include_router(incidents_router, dependencies=[Depends(require_token)])
+    # The status page (/ui) does its own session auth (cookies + CSRF), not bearer tokens.
+    app.include_router(web_router)
+    app.mount("/ui/static", StaticFiles(directory=WEB_STATIC_DIR), name="ui-static")
     return app
+
+
+def _record_ingest(request: Request, route: str, report: Any, started: float) -> None:
+    """Count an ingest batch in the process's metrics."""
+    core: Core = request.app.state.core
+    if core.metrics is not None:
+        core.metrics.record_ingest(route, report, time.perf_counter() - started)
 
 
 def _new_templates_maybe(request: Request, accepted: int) -> None:
@@ -371,6 +431,8 @@ def _new_templates_maybe(request: Request, accepted: int) -> None:
     worker = getattr(request.app.state, "embedding_worker", None)
     if accepted and worker is not None:
         worker.notify()
+    if accepted and getattr(request.app.state, "detection", None) is not None:
+        request.app.state.detection.notify()  # detect now, not at the next interval
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:

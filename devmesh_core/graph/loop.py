@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from devmesh_core.errors import DevMeshError
@@ -50,6 +50,7 @@ class ProjectionLoop:
         graph: Callable[[], GraphStore | None],
         *,
         interval: float = 30.0,
+        lag: timedelta | None = None,
         topology: Topology | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
@@ -59,6 +60,7 @@ class ProjectionLoop:
         self._graph = graph
         self.interval = interval
         self.topology = topology
+        self.lag = lag
         self._now = now
         self.stats = LoopStats()
         self._stop = threading.Event()
@@ -77,12 +79,11 @@ class ProjectionLoop:
                 graph,
                 topology=self.topology,
                 cooccurrence=CooccurrenceSettings(),
+                **({"lag": self.lag} if self.lag is not None else {}),
             )
         report = self._projector.run_once(now=self._now() if self._now else None)
         self.stats.passes += 1
         self.stats.last_report = report
-        if report.changed:
-            _log().info("graph_projected", summary=report.summary())
         return report
 
     def notify(self) -> None:

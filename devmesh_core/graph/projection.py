@@ -336,7 +336,9 @@ class Projector:
             seconds=time.perf_counter() - started,
             watermark=new_mark,
         )
-        _log().info(
+        # A server projects every few seconds: passes that found nothing log at debug.
+        emit = _log().info if (report.changed or mode != "incremental") else _log().debug
+        emit(
             "graph_projected",
             mode=mode,
             places=report.places,

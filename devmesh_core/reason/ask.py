@@ -222,6 +222,8 @@ def ask(
     )
     if conversation is not None:
         conversation.record(question, diagnosis, bundle)
+    if core.metrics is not None:
+        core.metrics.record_diagnosis(diagnosis)
     incident = scope.incident
     if incident is not None and core.incidents is not None and not follow_up:
         try:
