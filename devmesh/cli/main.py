@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -12,12 +13,23 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from devmesh.cli.actions import app as actions_app
+from devmesh.cli.actions import audit as audit_command
+from devmesh.cli.agent import agent as agent_command
+from devmesh.cli.ask import ask_command, make_askable
 from devmesh.cli.common import console, err_console, get_settings, miner_for, store_for
+from devmesh.cli.config import app as config_app
+from devmesh.cli.demo import demo as demo_command
+from devmesh.cli.discord_bot import discord_bot as discord_command
 from devmesh.cli.event import app as event_app
 from devmesh.cli.graph import app as graph_app
+from devmesh.cli.incidents import app as incidents_app
+from devmesh.cli.runbooks import app as runbooks_app
 from devmesh.cli.search import search, similar
 from devmesh.cli.ship import ship
+from devmesh.cli.telegram_bot import telegram as telegram_command
 from devmesh.cli.templates import app as templates_app
+from devmesh.cli.ui import app as ui_app
 from devmesh_core import services
 from devmesh_core.config import Settings
 from devmesh_core.errors import DevMeshError
@@ -37,9 +49,20 @@ app.add_typer(token_app, name="token")
 app.add_typer(templates_app, name="templates")
 app.add_typer(graph_app, name="graph")
 app.command("search")(search)
+app.command("ask")(ask_command)
 app.command("ship")(ship)
 app.command("similar")(similar)
 app.add_typer(event_app, name="event")
+app.add_typer(actions_app, name="actions")
+app.command("audit")(audit_command)
+app.command("agent")(agent_command)
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(runbooks_app, name="runbooks")
+app.add_typer(ui_app, name="ui")
+app.add_typer(config_app, name="config")
+app.command("telegram")(telegram_command)
+app.command("discord")(discord_command)
+app.command("demo")(demo_command)
 
 
 _LEVEL_STYLE = {
@@ -81,11 +104,27 @@ def main(
     ctx.obj = settings
 
 
+def _uvicorn_server() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGINT/SIGTERM once its graceful shutdown is done (so that a
+        parent sees the signal); by then DevMesh has stopped everything cleanly, so the
+        command exits 0 instead of dying of the signal with a traceback."""
+
+        async def _serve(self, sockets: Any = None) -> None:
+            await super()._serve(sockets)
+            self._captured_signals.clear()
+
+    return Server
+
+
 def _run_server(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from devmesh.api.app import create_app, is_loopback
 
+    _Server = _uvicorn_server()
     log = get_logger("devmesh.serve")
     store = store_for(settings)
     try:
@@ -100,9 +139,10 @@ def _run_server(settings: Settings, host: str, port: int) -> None:
         elif not has_tokens:
             log.info("no_api_token", note="ingest is open to local clients only")
         log.info("serving", url=f"http://{host}:{port}", store=store.backend)
-        uvicorn.run(
+        config = uvicorn.Config(
             create_app(settings, store), host=host, port=port, log_config=None, access_log=False
         )
+        _Server(config).run()
     finally:
         store.close()
 
@@ -130,9 +170,20 @@ def up(
     sample: Annotated[
         bool, typer.Option(help="Load the bundled sample into an empty store.")
     ] = True,
+    local_node: Annotated[
+        bool,
+        typer.Option(help="Ship this machine's journal and run its agent, when readable."),
+    ] = True,
 ) -> None:
-    """Start DevMesh on the embedded defaults (SQLite in the data dir) and serve the API."""
+    """Start the whole loop on the embedded defaults: API, receivers, miner, embeddings,
+    graph, detectors, notifiers, configured bots, and this machine's node agent."""
+    from devmesh.cli import up as up_parts
+
+    started = time.monotonic()
     settings = get_settings(ctx)
+    bind = host or settings.api_host
+    bind_port = port if port is not None else settings.api_port
+    base_url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{bind_port}"
     with store_for(settings) as store:
         if sample and store.count() == 0:
             miner = miner_for(settings, store)
@@ -142,14 +193,30 @@ def up(
                 if miner is not None:
                     miner.close()
             console.print(f"Loaded the bundled sample: {report.accepted} events.")
-    bind = host or settings.api_host
-    bind_port = port if port is not None else settings.api_port
-    console.print(
-        f"DevMesh is up: data in {settings.data_dir}, API on http://{bind}:{bind_port}\n"
-        "  try:  devmesh logs --level warning     (in another terminal)\n"
-        f"        curl http://{bind}:{bind_port}/query/logs?service=nginx"
-    )
-    _run_server(settings, bind, bind_port)
+            opened = up_parts.detect_sample(settings, store)
+            if opened:
+                console.print(f"Detected in the sample: {', '.join(opened)}.")
+        node: up_parts.LocalNode | None = None
+        if local_node:
+            readable, why = up_parts.journal_readable()
+            if readable:
+                node = up_parts.LocalNode(
+                    settings, base_url, up_parts.local_node_token(settings, store)
+                )
+            else:
+                console.print(
+                    f"Local node: not shipping this machine's journal: {why}. "
+                    "Ship log files with `devmesh ship --path GLOB --service NAME`."
+                )
+    console.print(f"Starting DevMesh: data in {settings.data_dir} …")
+    up_parts.report_when_up(base_url, started, settings)
+    if node is not None:
+        node.start_when_healthy()
+    try:
+        _run_server(settings, bind, bind_port)
+    finally:
+        if node is not None:
+            node.stop()
 
 
 @app.command()
@@ -246,6 +313,8 @@ def import_(
         finally:
             if miner is not None:
                 miner.close()
+    if report.accepted:
+        make_askable(settings)
     for rejection in report.rejected[:50]:
         err_console.print(f"[yellow]line {rejection.index}:[/yellow] {rejection.error}")
     if len(report.rejected) > 50:

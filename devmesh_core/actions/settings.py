@@ -114,6 +114,11 @@ class ActionSettings(BaseModel):
         default=None, description="HMAC key for chat callbacks; default: generated in data_dir"
     )
     record_fixes: bool = Field(default=True, description="write verified fixes to the graph")
+    allow_auto_approve: bool = Field(
+        default=False,
+        description="let `devmesh demo --auto-approve` approve its own proposal (tests and "
+        "headless demos only; the flag alone is refused)",
+    )
 
     def effective(self) -> ActionSettings:
         """These settings with ``config_file`` (if any) merged over them."""

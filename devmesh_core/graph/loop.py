@@ -16,7 +16,7 @@ from typing import Any
 
 from devmesh_core.errors import DevMeshError
 from devmesh_core.graph.base import GraphStore
-from devmesh_core.graph.projection import ProjectionReport, Projector
+from devmesh_core.graph.projection import DEFAULT_LAG, ProjectionReport, Projector
 from devmesh_core.graph.topology import CooccurrenceSettings, Topology
 from devmesh_core.log import get_logger
 from devmesh_core.store.base import LogStore
@@ -79,7 +79,7 @@ class ProjectionLoop:
                 graph,
                 topology=self.topology,
                 cooccurrence=CooccurrenceSettings(),
-                **({"lag": self.lag} if self.lag is not None else {}),
+                lag=self.lag if self.lag is not None else DEFAULT_LAG,
             )
         report = self._projector.run_once(now=self._now() if self._now else None)
         self.stats.passes += 1
