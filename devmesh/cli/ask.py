@@ -127,6 +127,8 @@ def make_askable(settings: Settings) -> None:
     asked about — semantically too — as soon as ``devmesh import`` returns, without waiting
     for a server's embedding worker. A busy or missing index is a warning, not a failure:
     ``ask`` works without vectors."""
+    if settings.graph_enabled:
+        _project_graph(settings)
     if not settings.vectors_enabled:
         return
     from devmesh.cli.search import catch_up, open_vectors
@@ -142,4 +144,40 @@ def make_askable(settings: Settings) -> None:
         err_console.print(
             f"[yellow]templates not embedded yet:[/yellow] {escape(str(exc))} "
             "(the server's worker or `devmesh search` will do it)"
+        )
+
+
+def _project_graph(settings: Settings) -> None:
+    """Bring the knowledge graph up to date with what was just imported (and link the
+    runbooks), so ``ask`` sees dependencies and past incidents for it right away. The
+    embedded server is left running for the next command (``devmesh graph stop`` stops it)."""
+    from datetime import timedelta
+
+    from devmesh_core.graph import open_graph
+    from devmesh_core.graph.projection import Projector
+    from devmesh_core.graph.topology import CooccurrenceSettings, load_topology
+    from devmesh_core.reason.runbook_index import link_runbooks
+    from devmesh_core.reason.runbooks import load_configured_runbooks
+    from devmesh_core.store import open_store
+
+    try:
+        topology = load_topology(settings.topology_file) if settings.topology_file else None
+        with open_store(settings.effective_database_url) as store:
+            graph = open_graph(settings.graph_url, settings.data_dir)
+            try:
+                # No lag: this process wrote everything there is and nothing is in flight.
+                Projector(
+                    store,
+                    graph,
+                    topology=topology,
+                    cooccurrence=CooccurrenceSettings(),
+                    lag=timedelta(0),
+                ).run_once()
+                link_runbooks(graph, load_configured_runbooks(settings), store)
+            finally:
+                graph.close()
+    except DevMeshError as exc:
+        err_console.print(
+            f"[yellow]graph not updated yet:[/yellow] {escape(str(exc))} "
+            "(the server's projection or `devmesh graph project` will do it)"
         )
