@@ -122,6 +122,17 @@ class Settings(BaseSettings):
     mine_templates: bool = Field(
         default=True, description="mine every ingested message into a template (signature)"
     )
+    miner_url: str | None = Field(
+        default=None,
+        description="redis://host:6379/0 of a Redis through which several API workers share "
+        "one template miner (ids agree); default: the miner state in data_dir/miner, one "
+        "process at a time",
+    )
+    miner_key: str | None = Field(
+        default=None,
+        description="key prefix of the shared miner state in Redis; default "
+        "devmesh:miner:<name of data_dir>",
+    )
 
     # One section per capability, each defined next to the code it configures.
     detect: DetectSettings = Field(default_factory=DetectSettings)

@@ -52,5 +52,10 @@ class BackendUnavailable(BackendError):
     """A backend cannot be reached right now; the operation may succeed if retried later."""
 
 
+class TransactionConflict(BackendError):
+    """A transaction lost a lock conflict (a deadlock, a lock wait timeout) and was rolled
+    back whole; running it again is safe and usually succeeds."""
+
+
 class SchemaError(BackendError):
     """A backend's schema is newer than this code, or a migration failed."""

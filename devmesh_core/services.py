@@ -19,8 +19,9 @@ import orjson
 from pydantic import ValidationError
 
 from devmesh_core.config import Settings
-from devmesh_core.errors import InvalidInput
+from devmesh_core.errors import BackendUnavailable, DevMeshError, InvalidInput
 from devmesh_core.formats import loki
+from devmesh_core.log import get_logger
 from devmesh_core.models import IngestReport, InsertResult, LogEvent, Rejection
 from devmesh_core.store.base import LogStore
 from devmesh_core.templates.miner import SignatureMiner
@@ -97,10 +98,18 @@ def ingest_loki(
 def store_events(
     store: LogStore, events: Sequence[LogEvent], *, miner: SignatureMiner | None = None
 ) -> InsertResult:
-    """Insert validated events, mining their templates first when a miner is given."""
+    """Insert validated events, mining their templates first when a miner is given.
+
+    A miner whose backend is down (the shared miner's Redis) costs the batch its templates,
+    never its events: they are stored unmined, for ``devmesh templates backfill``.
+    """
     if miner is None or not events:
         return store.insert(events)
-    templates = miner.add_many([event.message for event in events])
+    try:
+        templates = miner.add_many([event.message for event in events])
+    except BackendUnavailable as exc:
+        get_logger(__name__).warning("events_stored_unmined", reason=str(exc), events=len(events))
+        return store.insert(events)
     result = store.insert(events, templates)
     sync_template_merges(store, miner)
     return result
@@ -116,20 +125,39 @@ def sync_template_merges(
     """
     merged = miner.aliases() if everything else miner.take_merges()
     if merged:
-        texts = {new: miner.template_text(new) for new in set(merged.values())}
-        store.merge_templates(merged, texts)
+        try:
+            texts = {new: miner.template_text(new) for new in set(merged.values())}
+            store.merge_templates(merged, texts)
+        except DevMeshError:
+            # Not applied (e.g. a deadlock between API workers): a miner that can take them
+            # back reports them with the next batch; the file miner replays all at start.
+            defer = getattr(miner, "defer_merges", None)
+            if defer is not None and not everything:
+                defer(merged)
+            raise
     return len(merged)
 
 
-def open_miner(settings: Settings, store: LogStore) -> OwnedMiner | None:
+def open_miner(settings: Settings, store: LogStore) -> SignatureMiner | None:
     """The template miner of this data dir (``None`` when mining is off), with merges it made
     while the store was not told replayed into the store.
 
-    Raises :class:`~devmesh_core.errors.BackendUnavailable` when another process owns the
-    miner state; the caller decides whether to go on without mining.
+    With ``miner_url`` set, a :class:`~devmesh_core.templates.shared.SharedMiner` that every
+    worker pointing at the same Redis and key shares (it connects on first use and replays
+    merges with its first batch, so a Redis that is down at start-up does not turn mining
+    off). Otherwise raises :class:`~devmesh_core.errors.BackendUnavailable` when another
+    process owns the miner state; the caller decides whether to go on without mining.
     """
     if not settings.mine_templates:
         return None
+    if settings.miner_url:
+        from devmesh_core.templates.shared import SharedMiner, default_key
+
+        return SharedMiner(
+            settings.miner_url,
+            settings.miner_key or default_key(settings.data_dir),
+            seed_dir=settings.miner_dir,
+        )
     miner = OwnedMiner(settings.miner_dir)
     sync_template_merges(store, miner, everything=True)
     return miner

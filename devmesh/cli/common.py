@@ -9,7 +9,7 @@ from devmesh_core import services
 from devmesh_core.config import Settings
 from devmesh_core.errors import DevMeshError
 from devmesh_core.store import LogStore, open_store
-from devmesh_core.templates.owned import OwnedMiner
+from devmesh_core.templates.miner import SignatureMiner
 
 console = Console()
 err_console = Console(stderr=True)
@@ -26,7 +26,7 @@ def store_for(settings: Settings) -> LogStore:
     return open_store(settings.effective_database_url)
 
 
-def miner_for(settings: Settings, store: LogStore) -> OwnedMiner | None:
+def miner_for(settings: Settings, store: LogStore) -> SignatureMiner | None:
     """The template miner of this data dir, or None (said on stderr) when it can't be had."""
     try:
         return services.open_miner(settings, store)

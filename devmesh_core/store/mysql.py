@@ -12,7 +12,13 @@ import pymysql.err
 from pymysql.constants import SERVER_STATUS
 from pymysql.converters import escape_string
 
-from devmesh_core.errors import BackendError, BackendUnavailable, ConfigError, DevMeshError
+from devmesh_core.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    DevMeshError,
+    TransactionConflict,
+)
 from devmesh_core.store import schema_actions, schema_incidents
 from devmesh_core.store.sql import INSERT_COLUMNS, Migration, SQLLogStore
 
@@ -119,7 +125,9 @@ _INSERT_TAIL = " ON DUPLICATE KEY UPDATE id = id"
 _MAX_STATEMENT_CHARS = 4 * 1024 * 1024
 
 # Client-side errors meaning "the server is gone or unreachable", worth a reconnect.
-_CONNECTION_ERRORS = {2003, 2006, 2013, 2055, 1040, 1053, 1205, 1213}
+_CONNECTION_ERRORS = {2003, 2006, 2013, 2055, 1040, 1053}
+# 1213 deadlock, 1205 lock wait timeout: InnoDB rolled the transaction back; run it again.
+_CONFLICT_ERRORS = frozenset({1205, 1213})
 
 
 def _string_escaper(conn: Any) -> Callable[[str], str]:
@@ -135,6 +143,7 @@ class MySQLLogStore(SQLLogStore):
     backend = "mysql"
     placeholder = "%s"
     migrations = (_V1, _V2, _V3, _V4, *schema_incidents.MYSQL, *schema_actions.MYSQL)
+    lock_rows = " FOR UPDATE"
     merge_forms: ClassVar[Mapping[str, str]] = {
         "conflict": "ON DUPLICATE KEY UPDATE ",
         "add": "{c} = {c} + VALUES({c})",
@@ -186,6 +195,8 @@ class MySQLLogStore(SQLLogStore):
             code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
             if code in _CONNECTION_ERRORS or isinstance(exc, pymysql.err.InterfaceError):
                 return BackendUnavailable(f"mysql: {exc}", backend="mysql")
+            if code in _CONFLICT_ERRORS:
+                return TransactionConflict(f"mysql: {exc}", backend="mysql")
             return BackendError(f"mysql: {exc}", backend="mysql")
         if isinstance(exc, pymysql.err.MySQLError):
             return BackendError(f"mysql: {exc}", backend="mysql")

@@ -10,7 +10,9 @@ about ``limit`` index entries whatever the table size.
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
+import time
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -20,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 import orjson
 
-from devmesh_core.errors import BackendUnavailable, DevMeshError, SchemaError
+from devmesh_core.errors import BackendUnavailable, DevMeshError, SchemaError, TransactionConflict
 from devmesh_core.models import (
     LEVEL_RANK,
     RANK_LEVEL,
@@ -147,6 +149,11 @@ class SQLLogStore(LogStore):
 
     placeholder = "?"
     migrations: tuple[Migration, ...] = ()
+    # Appended to a SELECT whose rows the transaction goes on to change, so two writers
+    # folding the same rows take turns (SQLite's single writer needs nothing).
+    lock_rows = ""
+    # Lock conflicts (deadlocks) are retried this many times after the first attempt.
+    conflict_retries = 4
     # Databases with one writer at a time (SQLite) take writes in turn behind a lock in
     # this process: a waiting thread then wakes the moment the writer commits, instead of
     # sleeping in the database's growing busy-retry steps.
@@ -265,7 +272,9 @@ class SQLLogStore(LogStore):
                 return self._attempt(work, write=write, retry=retry)
         return self._attempt(work, write=write, retry=retry)
 
-    def _attempt(self, work: Callable[[Any], T], *, write: bool, retry: bool) -> T:
+    def _attempt(
+        self, work: Callable[[Any], T], *, write: bool, retry: bool, conflicts: int = 0
+    ) -> T:
         attempts = 2 if retry else 1
         for attempt in range(attempts):
             conn = self._conn()
@@ -289,6 +298,12 @@ class SQLLogStore(LogStore):
                     self._discard()
                     if attempt + 1 < attempts:
                         continue
+                if isinstance(mapped, TransactionConflict) and conflicts < self.conflict_retries:
+                    # The database rolled the whole transaction back: run it again after
+                    # a short random pause so the two writers do not collide again.
+                    conflicts += 1
+                    time.sleep(random.uniform(0.005, 0.02) * conflicts)
+                    return self._attempt(work, write=write, retry=retry, conflicts=conflicts)
                 if mapped is exc:
                     raise
                 raise mapped from exc
@@ -452,15 +467,19 @@ class SQLLogStore(LogStore):
             else:
                 place[0] += 1
                 place[1] = max(place[1], ts)
+        # Rows in key order: concurrent batches then lock them in the same order.
         if per_template:
             cur.executemany(
                 self._templates_upsert(),
-                [(tid, text, n, lo, hi, now) for tid, (text, n, lo, hi) in per_template.items()],
+                [
+                    (tid, text, n, lo, hi, now)
+                    for tid, (text, n, lo, hi) in sorted(per_template.items())
+                ],
             )
         if per_place:
             cur.executemany(
                 self._stats_upsert(),
-                [(*key, n, last, now) for key, (n, last) in per_place.items()],
+                [(*key, n, last, now) for key, (n, last) in sorted(per_place.items())],
             )
 
     def _templates_upsert(self) -> str:
@@ -531,12 +550,15 @@ class SQLLogStore(LogStore):
         now = _now_us()
 
         def work(cur: Any) -> None:
-            for old, new in merged.items():
+            # Sorted, so concurrent folds lock rows in the same order (no deadlock cycle);
+            # the rows read are locked, so two workers folding the same merge cannot both
+            # add the old template's count.
+            for old, new in sorted(merged.items()):
                 if old == new:
                     continue
                 cur.execute(
                     "SELECT template, count, first_seen, last_seen, created_at FROM templates "
-                    f"WHERE template_id = {p}",
+                    f"WHERE template_id = {p}{self.lock_rows}",
                     (old,),
                 )
                 row = cur.fetchone()
@@ -548,7 +570,7 @@ class SQLLogStore(LogStore):
                     )
                     cur.execute(
                         "SELECT service, host, level, count, last_seen FROM template_stats "
-                        f"WHERE template_id = {p}",
+                        f"WHERE template_id = {p}{self.lock_rows}",
                         (old,),
                     )
                     stats = [(new, *r, now) for r in cur.fetchall()]

@@ -73,7 +73,7 @@ def compose() -> dict[str, Any]:
 
 def test_every_service_is_health_checked_and_references_resolve(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"devmesh", "mariadb", "qdrant", "falkordb", "ollama"} <= set(services)
+    assert {"devmesh", "mariadb", "qdrant", "falkordb", "redis", "ollama"} <= set(services)
     declared_volumes = set(compose.get("volumes") or {})
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no health check"
@@ -102,6 +102,7 @@ def test_devmesh_environment_is_real_settings_that_parse(
     assert settings.effective_database_url.endswith("@mariadb:3306/devmesh")
     assert settings.vector_url == "http://qdrant:6333"
     assert settings.graph_url == "redis://falkordb:6379/devmesh"
+    assert settings.miner_url == "redis://redis:6379/0"
     # The server container must listen beyond its own loopback.
     assert settings.api_host == "0.0.0.0"
 
