@@ -113,7 +113,7 @@ elif [ "$TOKEN_STDIN" = 1 ]; then
     TOKEN="$(printf '%s' "$TOKEN" | tr -d '[:space:]')"
     [ -n "$TOKEN" ] || die "no token on stdin"
 elif [ ! -e "$TOKEN_PATH" ]; then
-    die "no token: pass --token-file FILE or --token-stdin (make one on the server with: devmesh token create $(hostname))"
+    die "no token: pass --token-file FILE or --token-stdin (make one on the server with: devmesh token create $(hostname) --host $(hostname))"
 fi
 if [ ! -e "$CONFIG_PATH" ] || [ "$FORCE" = 1 ]; then
     [ -n "$SERVER" ] || die "--server is required for a new config"

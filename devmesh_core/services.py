@@ -265,12 +265,18 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(store: LogStore, name: str) -> str:
-    """Make a new API token, remember only its hash, and return the token (shown once)."""
+def create_token(store: LogStore, name: str, *, host: str | None = None) -> str:
+    """Make a new API token, remember only its hash, and return the token (shown once).
+
+    ``host`` makes it a node token: it may ingest and read, and act as the node agent of
+    that host only — it cannot poll or report another host's remediation requests, nor
+    propose or approve any (so a token copied off one node cannot steer the fleet)."""
     if not name.strip():
         raise InvalidInput("a token needs a name")
+    if host is not None and not host.strip():
+        raise InvalidInput("a node token needs a host name")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    store.add_token(name.strip(), hash_token(token))
+    store.add_token(name.strip(), hash_token(token), host.strip() if host else None)
     return token
 
 
@@ -287,6 +293,7 @@ class TokenChecker:
         self._store = store
         self._configured = {hash_token(t) for t in configured}
         self._stored: set[str] = set()
+        self._hosts: dict[str, str] = {}
         self._loaded_at: float | None = None
         self._refresh = refresh_seconds
         self._required = False
@@ -294,6 +301,7 @@ class TokenChecker:
     def _hashes(self, now: float) -> set[str]:
         if self._loaded_at is None or now - self._loaded_at >= self._refresh:
             self._stored = self._store.token_hashes()
+            self._hosts = self._store.token_hosts()
             self._loaded_at = now
         return self._configured | self._stored
 
@@ -309,6 +317,13 @@ class TokenChecker:
             return False
         digest = hash_token(token)
         return any(hmac.compare_digest(digest, known) for known in self._hashes(now))
+
+    def host_of(self, token: str | None, now: float) -> str | None:
+        """The host a (valid) node token is bound to; ``None`` for an unbound token."""
+        if not token:
+            return None
+        self._hashes(now)
+        return self._hosts.get(hash_token(token))
 
 
 def _kind(value: object) -> str:

@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from devmesh_core.actions.models import Identity
-from devmesh_core.errors import BackendUnavailable, InvalidInput
+from devmesh_core.errors import AuthError, BackendUnavailable, InvalidInput
 
 router = APIRouter(tags=["actions"])
 
@@ -40,6 +40,25 @@ def _service(request: Request) -> Any:
     if service is None:
         raise BackendUnavailable("remediation is not enabled on this server", backend="actions")
     return service
+
+
+def node_of(request: Request) -> str | None:
+    """The host the caller's token is bound to (a node token), if any."""
+    return getattr(request.state, "token_host", None)
+
+
+def _not_a_node(request: Request) -> None:
+    """Proposing and deciding are for people and the server's own services: a node token,
+    which sits on a machine the request may be about, never does either."""
+    node = node_of(request)
+    if node is not None:
+        raise AuthError(f"a node token (host {node!r}) cannot propose or decide actions")
+
+
+def _for_node(request: Request, host: str) -> None:
+    node = node_of(request)
+    if node is not None and node != host:
+        raise AuthError(f"this node token is bound to host {node!r}, not {host!r}")
 
 
 def _dump(model: Any) -> Any:
@@ -110,6 +129,7 @@ def get_action(request: Request, request_id: str) -> Response:
 def propose(request: Request, body: ProposeBody) -> Response:
     """Propose an action (201), or with ``dry_run`` only validate it and say what it would
     do. 422 names why a proposal is refused: not in catalog, bad parameter, not allowlisted."""
+    _not_a_node(request)
     service = _service(request)
     if body.dry_run:
         validated = service.validate(body.action, body.params, host=body.host)
@@ -140,6 +160,7 @@ def propose(request: Request, body: ProposeBody) -> Response:
 @router.post("/actions/callback")
 def callback(request: Request, body: CallbackBody) -> Response:
     """Apply signed button data (from :meth:`ActionService.sign_callback`): 401 if forged."""
+    _not_a_node(request)
     service = _service(request)
     request_id, decision = service.verify_callback(body.data)
     if decision == "approve":
@@ -151,12 +172,14 @@ def callback(request: Request, body: CallbackBody) -> Response:
 def approve(request: Request, request_id: str, body: DecisionBody) -> Response:
     """Approve as ``identity`` (401 for a role or self-approval problem, 422 when the request
     cannot be approved any more)."""
+    _not_a_node(request)
     return _json(_dump(_service(request).approve(request_id, body.identity)))
 
 
 @router.post("/actions/{request_id}/reject")
 def reject(request: Request, request_id: str, body: DecisionBody) -> Response:
     """Reject as ``identity`` (its requester withdrawing it: cancelled)."""
+    _not_a_node(request)
     return _json(_dump(_service(request).reject(request_id, body.identity, body.reason)))
 
 
@@ -183,7 +206,9 @@ def agent_poll(
     request: Request, host: Annotated[str, Query(min_length=1, max_length=255)]
 ) -> Response:
     """For node agents: approved requests for ``host``, now marked running for this caller
-    alone (a second agent polling at the same moment gets none of them)."""
+    alone (a second agent polling at the same moment gets none of them). A node token
+    polls for its own host only."""
+    _for_node(request, host)
     claimed = _service(request).claim(host, agent=f"agent:{host}")
     return _json({"actions": [_dump(r) for r in claimed]})
 
@@ -197,7 +222,9 @@ def agent_result(
 ) -> Response:
     """For node agents: the outcome (``exit_code``, ``output``, ``duration``, ``verify`` …)."""
     service = _service(request)
-    if host is not None and service.get(request_id).host != host:
+    target = service.get(request_id).host
+    _for_node(request, target)
+    if host is not None and target != host:
         raise InvalidInput(f"request {request_id} is not for host {host!r}")
     agent = f"agent:{host}" if host else "agent"
     return _json(_dump(service.report_result(request_id, result, agent=agent)))

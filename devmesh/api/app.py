@@ -127,6 +127,8 @@ def require_token(request: Request) -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not checker.check(token.strip(), now):
         raise AuthError("missing or invalid bearer token")
+    # A node token (bound to a host) may act for that host only; the routes that care read it.
+    request.state.token_host = checker.host_of(token.strip(), now)
 
 
 StoreDep = Annotated[LogStore, Depends(get_store)]

@@ -341,11 +341,19 @@ def retention(
 
 @token_app.command("create")
 def token_create(
-    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Who or what uses it.")]
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who or what uses it.")],
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Make it a node token bound to this host: its agent may only poll and "
+            "report that host's actions, and it can never propose or approve any."
+        ),
+    ] = None,
 ) -> None:
     """Make a new API token. It is printed once; only its hash is stored."""
     with store_for(get_settings(ctx)) as store:
-        token = services.create_token(store, name)
+        token = services.create_token(store, name, host=host)
     err_console.print(f"token for {name!r} (shown once, keep it secret):")
     print(token)
 

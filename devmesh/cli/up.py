@@ -60,7 +60,7 @@ def local_node_token(settings: Settings, store: LogStore) -> Path | None:
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token = services.create_token(store, LOCAL_NODE_TOKEN)
+    token = services.create_token(store, LOCAL_NODE_TOKEN, host=socket.gethostname())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")

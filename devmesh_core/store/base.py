@@ -187,12 +187,17 @@ class LogStore(ABC):
     # Token registry: hashes of API tokens made with ``devmesh token create``. It lives in the
     # same database so every API worker of a fleet sees the same tokens.
     @abstractmethod
-    def add_token(self, name: str, token_hash: str) -> None:
-        """Remember a token by its hash (never the token itself)."""
+    def add_token(self, name: str, token_hash: str, host: str | None = None) -> None:
+        """Remember a token by its hash (never the token itself); ``host`` binds a node's
+        token to that node."""
 
     @abstractmethod
     def token_hashes(self) -> set[str]:
         """Hashes of all tokens that are not revoked."""
+
+    @abstractmethod
+    def token_hosts(self) -> dict[str, str]:
+        """Hash → host of the unrevoked tokens that are bound to a host."""
 
     @abstractmethod
     def revoke_token(self, name: str) -> int:

@@ -111,6 +111,9 @@ _V3 = Migration(
 
 _V4 = Migration(4, ("ALTER TABLE logs ADD KEY ix_logs_event_type (event_type, id)",))
 
+# Node tokens: a token bound to a host may only act for that host (agent poll and results).
+_V7 = Migration(7, (f"ALTER TABLE api_tokens ADD COLUMN host {_NAME} NULL",))
+
 # ON DUPLICATE KEY UPDATE (not INSERT IGNORE, which would also swallow data errors) makes a
 # duplicate fingerprint a no-op that reports 0 affected rows. This parameterised form is what
 # the raw-driver benchmark runs through pymysql's executemany.
@@ -142,7 +145,7 @@ class MySQLLogStore(SQLLogStore):
 
     backend = "mysql"
     placeholder = "%s"
-    migrations = (_V1, _V2, _V3, _V4, *schema_incidents.MYSQL, *schema_actions.MYSQL)
+    migrations = (_V1, _V2, _V3, _V4, *schema_incidents.MYSQL, *schema_actions.MYSQL, _V7)
     lock_rows = " FOR UPDATE"
     merge_forms: ClassVar[Mapping[str, str]] = {
         "conflict": "ON DUPLICATE KEY UPDATE ",

@@ -900,13 +900,14 @@ class SQLLogStore(LogStore):
         self._run(read, write=False)
 
     # -- tokens --------------------------------------------------------------------------
-    def add_token(self, name: str, token_hash: str) -> None:
+    def add_token(self, name: str, token_hash: str, host: str | None = None) -> None:
         p = self.placeholder
 
         def write(cur: Any) -> None:
             cur.execute(
-                f"INSERT INTO api_tokens (name, token_hash, created_at) VALUES ({p}, {p}, {p})",
-                (name, token_hash, _now_us()),
+                "INSERT INTO api_tokens (name, token_hash, created_at, host) "
+                f"VALUES ({p}, {p}, {p}, {p})",
+                (name, token_hash, _now_us(), host),
             )
 
         self._run(write, write=True, retry=False)
@@ -915,6 +916,16 @@ class SQLLogStore(LogStore):
         def read(cur: Any) -> set[str]:
             cur.execute("SELECT token_hash FROM api_tokens WHERE revoked_at IS NULL")
             return {row[0] for row in cur.fetchall()}
+
+        return self._run(read, write=False)
+
+    def token_hosts(self) -> dict[str, str]:
+        def read(cur: Any) -> dict[str, str]:
+            cur.execute(
+                "SELECT token_hash, host FROM api_tokens "
+                "WHERE revoked_at IS NULL AND host IS NOT NULL"
+            )
+            return {row[0]: row[1] for row in cur.fetchall()}
 
         return self._run(read, write=False)
 

@@ -96,6 +96,9 @@ _V4 = Migration(
     ("CREATE INDEX ix_logs_event_type ON logs (event_type, id) WHERE event_type IS NOT NULL",),
 )
 
+# Node tokens: a token bound to a host may only act for that host (agent poll and results).
+_V7 = Migration(7, ("ALTER TABLE api_tokens ADD COLUMN host TEXT",))
+
 _INSERT = (
     f"INSERT INTO logs ({', '.join(INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in INSERT_COLUMNS)}) "
@@ -111,7 +114,7 @@ class SQLiteLogStore(SQLLogStore):
     backend = "sqlite"
     placeholder = "?"
     serialize_writes = True
-    migrations = (_V1, _V2, _V3, _V4, *schema_incidents.SQLITE, *schema_actions.SQLITE)
+    migrations = (_V1, _V2, _V3, _V4, *schema_incidents.SQLITE, *schema_actions.SQLITE, _V7)
     merge_forms: ClassVar[Mapping[str, str]] = {
         "conflict": "ON CONFLICT ({keys}) DO UPDATE SET ",
         "add": "{c} = {t}.{c} + excluded.{c}",
