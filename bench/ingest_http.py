@@ -27,6 +27,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 from queue import Empty, Queue
+from typing import Any
 
 import httpx
 import orjson
@@ -51,6 +52,42 @@ def start(data_dir: str, url: str | None, mining: bool) -> tuple[subprocess.Pope
     return start_server(Path(data_dir), env=env)
 
 
+def batch_bodies(events: int, batch: int) -> list[bytes]:
+    """``events`` synthetic events in time order, pre-serialised in batches of ``batch`` (so
+    the load measures the server, not JSON encoding in the client)."""
+    raw = sorted(make_events(events), key=lambda e: e["timestamp"])
+    return [orjson.dumps(raw[i : i + batch]) for i in range(0, len(raw), batch)]
+
+
+def ingest_connection(base: str) -> http.client.HTTPConnection:
+    """An open keep-alive connection to ``base`` (``http://host:port``) with TCP_NODELAY: the
+    lean load client's connection (shared with bench/scale_out.py, so both load the same way).
+    """
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    conn.connect()
+    assert conn.sock is not None
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def post_batch(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, Any]:
+    """POST one prebuilt JSON batch to ``/ingest/logs``; return the status and decoded answer."""
+    conn.request("POST", "/ingest/logs", body=body, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, orjson.loads(response.read())
+
+
+def run_threads(threads: list[threading.Thread]) -> float:
+    """Start the load threads, wait for them all; return the elapsed seconds."""
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def load(base: str, bodies: list[bytes], concurrency: int) -> tuple[float, int, int]:
     """Send every body over ``concurrency`` keep-alive connections; return elapsed, counts.
 
@@ -58,7 +95,6 @@ def load(base: str, bodies: list[bytes], concurrency: int) -> tuple[float, int, 
     own CPU use stays small: the server and the client share the machine's two cores, and an
     asyncio httpx client measured less than half the server's rate here.
     """
-    host, port = base.removeprefix("http://").split(":")
     queue: Queue[bytes] = Queue()
     for body in bodies:
         queue.put(body)
@@ -66,33 +102,22 @@ def load(base: str, bodies: list[bytes], concurrency: int) -> tuple[float, int, 
     lock = threading.Lock()
 
     def worker() -> None:
-        conn = http.client.HTTPConnection(host, int(port), timeout=120)
-        conn.connect()
-        assert conn.sock is not None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        headers = {"Content-Type": "application/json"}
+        conn = ingest_connection(base)
         while True:
             try:
                 body = queue.get_nowait()
             except Empty:
                 break
-            conn.request("POST", "/ingest/logs", body=body, headers=headers)
-            response = conn.getresponse()
-            data = orjson.loads(response.read())
-            if response.status != 200:
-                raise SystemExit(f"server answered {response.status}: {data}")
+            status, data = post_batch(conn, body)
+            if status != 200:
+                raise SystemExit(f"server answered {status}: {data}")
             with lock:
                 totals[0] += data["accepted"]
                 totals[1] += data["duplicates"]
         conn.close()
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started, totals[0], totals[1]
+    return run_threads(threads), totals[0], totals[1]
 
 
 def main() -> None:
@@ -111,8 +136,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1, help="repeat; the best run is kept")
     args = parser.parse_args()
-    raw = sorted(make_events(args.events), key=lambda e: e["timestamp"])
-    bodies = [orjson.dumps(raw[i : i + args.batch]) for i in range(0, len(raw), args.batch)]
+    bodies = batch_bodies(args.events, args.batch)
     print(
         f"backend={args.backend} events={args.events:,} batch={args.batch} "
         f"concurrency={args.concurrency}"

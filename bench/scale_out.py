@@ -21,8 +21,6 @@ process buys here.
 from __future__ import annotations
 
 import argparse
-import http.client
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +38,7 @@ import redis
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.ingest_http import batch_bodies, ingest_connection, post_batch, run_threads
 from bench.synth import make_events, temp_mariadb
 from devmesh_core.store import open_store
 from tests.conftest import start_server
@@ -73,28 +72,21 @@ def load(bases: list[str], bodies: list[bytes], concurrency: int) -> tuple[float
     failures: list[str] = []
 
     def client(base: str, queue: Queue[bytes]) -> None:
-        host, port = base.removeprefix("http://").split(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=120)
-        conn.connect()
-        assert conn.sock is not None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        headers = {"Content-Type": "application/json"}
+        conn = ingest_connection(base)
         while True:
             try:
                 body = queue.get_nowait()
             except Empty:
                 break
             for attempt in range(20):
-                conn.request("POST", "/ingest/logs", body=body, headers=headers)
-                response = conn.getresponse()
-                data = orjson.loads(response.read())
-                if response.status != 503:
+                status, data = post_batch(conn, body)
+                if status != 503:
                     break
                 with lock:
                     totals[2] += 1
                 time.sleep(0.02 * (attempt + 1))
-            if response.status != 200:
-                failures.append(f"{response.status}: {data}")
+            if status != 200:
+                failures.append(f"{status}: {data}")
                 break
             with lock:
                 totals[0] += data["accepted"]
@@ -106,14 +98,10 @@ def load(bases: list[str], bodies: list[bytes], concurrency: int) -> tuple[float
         for base, queue in zip(bases, queues, strict=True)
         for _ in range(concurrency)
     ]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    elapsed = run_threads(threads)
     if failures:
         raise SystemExit(f"ingest failed: {failures[0]}")
-    return time.perf_counter() - started, totals[0], totals[1], totals[2]
+    return elapsed, totals[0], totals[1], totals[2]
 
 
 def run_once(
@@ -172,8 +160,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="connections per worker")
     parser.add_argument("--rounds", type=int, default=1, help="repeat; the best run is kept")
     args = parser.parse_args()
-    raw = sorted(make_events(args.events), key=lambda e: e["timestamp"])
-    bodies = [orjson.dumps(raw[i : i + args.batch]) for i in range(0, len(raw), args.batch)]
+    bodies = batch_bodies(args.events, args.batch)
     print(
         f"MariaDB store, events={args.events:,} batch={args.batch} "
         f"concurrency={args.concurrency} per worker"

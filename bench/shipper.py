@@ -196,10 +196,18 @@ def shipper_cmd(
 
 def run_shipper(url: str, state: Path, journal: Path, batch: int, fmt: str) -> dict[str, Any]:
     """Run the shipper to completion; return its ``shipper_done`` figures (+ sampled VmHWM)."""
+    return run_to_done(shipper_cmd(url, state, journal, batch, follow=False, fmt=fmt), state)
+
+
+def run_to_done(cmd: list[str], state: Path) -> dict[str, Any]:
+    """Run a ``devmesh.cli.ship`` command from a clean ``state`` dir to its exit; return its
+    ``shipper_done`` report with ``wall_seconds`` and the sampled peak RSS (``vmhwm_mb``).
+
+    Shared by the journald and file tail benches, so both measure the same way.
+    """
     shutil.rmtree(state, ignore_errors=True)
     started = time.perf_counter()
-    proc = subprocess.Popen(shipper_cmd(url, state, journal, batch, follow=False, fmt=fmt),
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     hwm = [0.0]
 
     def sample() -> None:

@@ -21,19 +21,15 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.shipper import PYTHON, TOKEN, Server, start_null_sink  # noqa: E402
+from bench.shipper import PYTHON, TOKEN, Server, run_to_done, start_null_sink  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "tail"
 
@@ -70,43 +66,11 @@ def make_log(path: Path, lines: int, seed: int = 7) -> tuple[int, int]:
 
 def run_shipper(url: str, state: Path, log: Path, batch: int) -> dict[str, Any]:
     """Run the tail to the end of the file; return its ``shipper_done`` report (+ VmHWM)."""
-    shutil.rmtree(state, ignore_errors=True)
     cmd = [PYTHON, "-m", "devmesh.cli.ship", "--server", url, "--token", TOKEN,
            "--state-dir", str(state), "--path", str(log), "--service", "bench-app",
            "--host", "bench-node", "--batch-size", str(batch), "--batch-seconds", "0.5",
            "--heartbeat-seconds", "60", "--multiline-timeout", "0.2", "--no-follow"]
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    hwm = [0.0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            try:
-                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        hwm[0] = max(hwm[0], int(line.split()[1]) / 1024)
-            except OSError:
-                return
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, err = proc.communicate()
-    wall = time.perf_counter() - started
-    sampler.join()
-    done = None
-    for line in err.splitlines():
-        if b"shipper_done" in line:
-            try:
-                done = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-    if proc.returncode != 0 or done is None:
-        sys.stderr.write(err.decode(errors="replace")[-3000:])
-        raise RuntimeError(f"shipper failed with {proc.returncode}")
-    done["wall_seconds"] = wall
-    done["vmhwm_mb"] = hwm[0]
-    return dict(done)
+    return run_to_done(cmd, state)
 
 
 def report(title: str, done: dict[str, Any], lines: int, events: int) -> None:

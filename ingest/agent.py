@@ -20,7 +20,6 @@ import http.client
 import os
 import shutil
 import socket
-import ssl
 import stat
 import subprocess
 import threading
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 
@@ -38,6 +37,7 @@ from devmesh_core.actions.catalog import Plan, plan, validate_action
 from devmesh_core.actions.settings import ActionSettings
 from devmesh_core.errors import InvalidInput
 from devmesh_core.log import get_logger
+from ingest.client import KeepAliveConnection, TransientError
 
 log = get_logger(__name__)
 
@@ -53,76 +53,39 @@ class AgentAuthError(Exception):
     """The server refused the token (401/403): only a person can fix that."""
 
 
-class AgentHttp:
-    """JSON over one keep-alive HTTP/1.1 connection to the DevMesh server."""
+class AgentHttp(KeepAliveConnection):
+    """JSON over one keep-alive HTTP/1.1 connection to the DevMesh server (the shipper's
+    :class:`ingest.client.KeepAliveConnection`).
+
+    Any failure on a reused connection is retried once on a fresh one (not only a closed
+    keep-alive): the agent's requests — listing its queue, posting a result — are safe to
+    repeat.
+    """
 
     def __init__(
         self, server: str, token: str | None, *, timeout: float = 10.0, verify_tls: bool = True
     ) -> None:
-        parts = urlsplit(server)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {server!r}")
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname
-        self.port = parts.port or (443 if self.https else 80)
-        self.base = parts.path.rstrip("/")
-        self.timeout = timeout
-        self.headers = {"Content-Type": "application/json", "User-Agent": "devmesh-agent"}
+        headers = {"Content-Type": "application/json", "User-Agent": "devmesh-agent"}
         if token:
-            self.headers["Authorization"] = f"Bearer {token}"
-        self._context: ssl.SSLContext | None = None
-        if self.https:
-            self._context = ssl.create_default_context()
-            if not verify_tls:
-                self._context.check_hostname = False
-                self._context.verify_mode = ssl.CERT_NONE
-        self._conn: http.client.HTTPConnection | None = None
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            if self.https:
-                self._conn = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=self.timeout, context=self._context
-                )
-            else:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            self._conn.connect()
-            assert self._conn.sock is not None
-            self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return self._conn
-
-    def close(self) -> None:
-        """Drop the connection (the next request opens one)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            headers["Authorization"] = f"Bearer {token}"
+        super().__init__(server, headers, timeout, verify_tls=verify_tls,
+                         retry_on=(http.client.HTTPException, OSError))
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """Send one request; return the decoded JSON answer. Raises
         :class:`AgentTransientError`, :class:`AgentAuthError` or ``ValueError`` (4xx)."""
         data = orjson.dumps(body) if body is not None else None
-        for attempt in (1, 2):
-            reused = self._conn is not None
-            try:
-                conn = self._connection()
-                conn.request(method, self.base + path, body=data, headers=self.headers)
-                response = conn.getresponse()
-                raw = response.read()
-            except (http.client.HTTPException, OSError) as exc:
-                self.close()
-                if attempt == 1 and reused:
-                    continue  # the server closed an idle keep-alive connection
-                raise AgentTransientError(f"{type(exc).__name__}: {exc}") from exc
-            if response.will_close:
-                self.close()
-            if response.status in (401, 403):
-                raise AgentAuthError(f"the server refused the token ({response.status})")
-            if response.status >= 500 or response.status in (408, 429):
-                raise AgentTransientError(f"server answered {response.status}")
-            if response.status >= 400:
-                raise ValueError(f"server answered {response.status}: {raw[:300]!r}")
-            return orjson.loads(raw) if raw else None
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            status, raw = self.send(method, path, data)
+        except TransientError as exc:
+            raise AgentTransientError(str(exc)) from exc.__cause__
+        if status in (401, 403):
+            raise AgentAuthError(f"the server refused the token ({status})")
+        if status >= 500 or status in (408, 429):
+            raise AgentTransientError(f"server answered {status}")
+        if status >= 400:
+            raise ValueError(f"server answered {status}: {raw[:300]!r}")
+        return orjson.loads(raw) if raw else None
 
 
 @dataclass(slots=True)

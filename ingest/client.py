@@ -46,22 +46,31 @@ class Poster(Protocol):
         """Drop the connection."""
 
 
-class HttpPoster:
-    """One keep-alive HTTP/1.1 connection to ``<server>/ingest/logs``, reopened as needed.
+STALE_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+)
+"""What a request on a reused keep-alive connection the server closed meanwhile fails with."""
 
-    A request that fails on a *reused* connection is retried once on a fresh one: the server
-    may have closed an idle keep-alive connection. Sending a batch twice is harmless (the
-    server dedups), so the retry is safe.
+
+class KeepAliveConnection:
+    """One keep-alive HTTP/1.1 connection to a DevMesh server, reopened as needed.
+
+    The node-side programs (shipper, ``devmesh event``, node agent) all talk to the server
+    this way; keeping the connection handling in one place keeps their TLS options, socket
+    tuning and reconnect rules the same. A request that fails on a *reused* connection with
+    one of ``retry_on`` is sent once more on a fresh one: the server may have closed an idle
+    keep-alive connection. Callers only use it for requests that are safe to send twice.
     """
 
     def __init__(
         self,
         server: str,
-        token: str | None,
+        headers: dict[str, str],
         timeout: float,
         *,
         verify_tls: bool = True,
         ca_file: str | None = None,
+        retry_on: tuple[type[Exception], ...] = STALE_CONNECTION_ERRORS,
     ) -> None:
         parts = urlsplit(server)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -69,12 +78,10 @@ class HttpPoster:
         self.https = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.https else 80)
-        self.path = parts.path.rstrip("/") + "/ingest/logs"
+        self.base = parts.path.rstrip("/")
         self.timeout = timeout
-        self.headers = {"Content-Type": "application/json", "User-Agent": "devmesh-shipper",
-                        "Connection": "keep-alive"}
-        if token:
-            self.headers["Authorization"] = f"Bearer {token}"
+        self.headers = headers
+        self.retry_on = retry_on
         self._context: ssl.SSLContext | None = None
         if self.https:
             if verify_tls:
@@ -104,25 +111,26 @@ class HttpPoster:
         return self._conn
 
     def close(self) -> None:
-        """Close the connection (the next post opens a new one)."""
+        """Close the connection (the next request opens a new one)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def post(self, body: bytes) -> tuple[int, bytes]:
-        """POST a JSON body; connection problems become :class:`TransientError`."""
+    def send(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """Send one request to ``path`` under the server URL; return (status, response body).
+
+        Connection problems become :class:`TransientError`.
+        """
         for attempt in (1, 2):
             reused = self._conn is not None and self._used
             try:
                 conn = self._connection()
-                conn.request("POST", self.path, body=body, headers=self.headers)
+                conn.request(method, self.base + path, body=body, headers=self.headers)
                 response = conn.getresponse()
                 data = response.read()
             except (http.client.HTTPException, OSError) as exc:
                 self.close()
-                stale = isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError
-                                   | BrokenPipeError)
-                if attempt == 1 and reused and stale:
+                if attempt == 1 and reused and isinstance(exc, self.retry_on):
                     continue
                 raise TransientError(f"{type(exc).__name__}: {exc}") from exc
             self._used = True
@@ -130,6 +138,34 @@ class HttpPoster:
                 self.close()
             return response.status, data
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class HttpPoster(KeepAliveConnection):
+    """The shipper's :class:`Poster`: ``POST <server>/ingest/logs`` on a
+    :class:`KeepAliveConnection`. Sending a batch twice is harmless (the server dedups), so
+    the reconnect retry is safe."""
+
+    INGEST_PATH = "/ingest/logs"
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None,
+        timeout: float,
+        *,
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+    ) -> None:
+        headers = {"Content-Type": "application/json", "User-Agent": "devmesh-shipper",
+                   "Connection": "keep-alive"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        super().__init__(server, headers, timeout, verify_tls=verify_tls, ca_file=ca_file)
+        self.path = self.base + self.INGEST_PATH
+
+    def post(self, body: bytes) -> tuple[int, bytes]:
+        """POST a JSON body; connection problems become :class:`TransientError`."""
+        return self.send("POST", self.INGEST_PATH, body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ import orjson
 from devmesh_core.log import get_logger
 from ingest.config import JournalConfig
 from ingest.filters import ReloadableFilter
+from ingest.reader import EncodedChunk, ReaderThread
+from ingest.reader import ReaderDone as ReaderDone  # re-exported: the shipper imports it here
 
 log = get_logger(__name__)
 
@@ -215,42 +217,11 @@ class EntryMapper:
         return event
 
 
-@dataclass(slots=True)
-class Chunk:
-    """What the reader hands the sender: mapped events in journal order, plus how far it read.
+class Chunk(EncodedChunk[str]):
+    """What the journal reader hands the sender: an :class:`EncodedChunk` whose positions
+    are journald cursors (``tail_cursor``: the cursor of the last entry read)."""
 
-    The events are one comma-joined run of JSON objects (``body``); event ``i`` is
-    ``body[offsets[i]:offsets[i + 1] - 1]``, so a batch boundary can fall anywhere without
-    re-encoding. (One ``bytes`` per event would cost 4 KiB each: orjson over-allocates its
-    output buffer, which is most of a 60 MB budget once a few thousand events are queued.)
-
-    ``tail_cursor`` is the cursor of the last entry read, filtered or not; once every event
-    of the chunk is acknowledged, the shipper is done with everything up to it.
-    """
-
-    body: bytes = b""
-    offsets: list[int] = field(default_factory=lambda: [0])
-    cursors: list[str] = field(default_factory=list)
-    tail_cursor: str | None = None
-    lines: int = 0
-    filtered: int = 0
-
-    @property
-    def count(self) -> int:
-        """Events in the chunk."""
-        return len(self.cursors)
-
-    def span(self, start: int, stop: int) -> bytes:
-        """Events ``start`` to ``stop - 1`` as a comma-joined run (no brackets)."""
-        return self.body[self.offsets[start]:self.offsets[stop] - 1]
-
-
-@dataclass(frozen=True, slots=True)
-class ReaderDone:
-    """The reader stopped: the source is exhausted (no follow) or it failed for good."""
-
-    error: str | None = None
-    cursor_rejected: bool = False
+    __slots__ = ()
 
 
 def source_args(cfg: JournalConfig) -> list[str]:
@@ -298,7 +269,7 @@ def tail_cursor(cfg: JournalConfig) -> str | None:
     return None
 
 
-class JournalReader:
+class JournalReader(ReaderThread[Chunk | ReaderDone]):
     """A thread that runs journalctl and puts :class:`Chunk` objects on a bounded queue.
 
     Reading, parsing, filtering, mapping and JSON-encoding all happen here, so the sender
@@ -318,53 +289,21 @@ class JournalReader:
         *,
         on_line_error: Callable[[bytes, Exception], None] | None = None,
     ) -> None:
+        super().__init__(out, name="journal-reader")
         self.cfg = cfg
         self.cursor = after_cursor
         self.mapper = mapper
         self.filters = filters
-        self.out = out
-        self._stop = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._thread = threading.Thread(target=self._run, name="journal-reader", daemon=True)
         self._on_line_error = on_line_error
-        self.lines = 0
         self.bad_lines = 0
         self.runs = 0
-        # Where the reader's time goes (for the bench): waiting on journalctl, parsing and
-        # mapping, waiting for the sender to make room in the queue.
-        self.read_seconds = 0.0
-        self.parse_seconds = 0.0
-        self.put_seconds = 0.0
 
-    def start(self) -> None:
-        """Start reading in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop journalctl and the thread (safe to call more than once)."""
-        self._stop.set()
+    def _interrupt(self) -> None:
+        """Stop journalctl, so a read blocked on its output returns."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.terminate()
-        # Unblock a put() on a full queue.
-        try:
-            while True:
-                self.out.get_nowait()
-        except queue.Empty:
-            pass
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the thread to end."""
-        self._thread.join(timeout)
-
-    def _put(self, item: Chunk | ReaderDone) -> bool:
-        while not self._stop.is_set():
-            try:
-                self.out.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     def _run(self) -> None:
         cfg = self.cfg
@@ -426,11 +365,8 @@ class JournalReader:
                 chunk, used = self._parse(data)
                 rest = data[used:]
                 if chunk.lines:
-                    t2 = clock()
-                    self.parse_seconds += t2 - t1
-                    ok = self._put(chunk)
-                    self.put_seconds += clock() - t2
-                    if not ok:
+                    self.parse_seconds += clock() - t1
+                    if not self._put(chunk):
                         break
         finally:
             if proc.poll() is None and self._stop.is_set():

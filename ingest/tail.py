@@ -58,7 +58,6 @@ import os
 import queue
 import re
 import stat
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -71,7 +70,7 @@ from devmesh_core.log import get_logger
 from ingest.config import FileInput, TailConfig
 from ingest.cursor import atomic_write
 from ingest.filters import ReloadableFilter
-from ingest.journald import ReaderDone
+from ingest.reader import EncodedChunk, ReaderDone, ReaderThread
 from ingest.tail_detect import IsoFormatter, TimestampParser, detect_level
 
 log = get_logger(__name__)
@@ -260,28 +259,13 @@ class StampLog:
 
 # -- the reader ---------------------------------------------------------------------------------
 
-@dataclass(slots=True)
-class TailChunk:
-    """What the file tail hands the shipper: the shape of :class:`ingest.journald.Chunk`
-    (a comma-joined run of encoded events, their end offsets, one token per event, the token
-    after the last line read), with :class:`TailToken` s instead of journald cursors."""
+class TailChunk(EncodedChunk[TailToken]):
+    """What the file tail hands the shipper: an :class:`ingest.reader.EncodedChunk` (as the
+    journal reader's :class:`ingest.journald.Chunk`) with :class:`TailToken` s instead of
+    journald cursors."""
 
+    __slots__ = ()
     input_name: ClassVar[str] = INPUT_NAME
-    body: bytes = b""
-    offsets: list[int] = field(default_factory=lambda: [0])
-    cursors: list[TailToken] = field(default_factory=list)
-    tail_cursor: TailToken | None = None
-    lines: int = 0
-    filtered: int = 0
-
-    @property
-    def count(self) -> int:
-        """Events in the chunk."""
-        return len(self.cursors)
-
-    def span(self, start: int, stop: int) -> bytes:
-        """Events ``start`` to ``stop - 1`` as a comma-joined run (no brackets)."""
-        return self.body[self.offsets[start]:self.offsets[stop] - 1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +348,7 @@ class _File:
         return self.offset - len(self.buf)
 
 
-class TailReader:
+class TailReader(ReaderThread[TailChunk | TailDone]):
     """A thread that tails the configured files and puts :class:`TailChunk` objects on the
     shipper's queue (the same bounded queue and contract as :class:`JournalReader`)."""
 
@@ -380,69 +364,38 @@ class TailReader:
         node_host: str,
         follow: bool = True,
     ) -> None:
+        super().__init__(out, name="file-tail")
         self.inputs = [_Input(i, node_host) for i in inputs]
         self.tail = tail
         self.first_start = positions is None
         self.filters = filters
-        self.out = out
         self.stamps = stamps
         self.follow = follow
         self._positions: dict[Key, FilePos] = dict(positions or {})
         self._files: dict[Key, _File] = {}
         self._unreadable: dict[str, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="file-tail", daemon=True)
         self._iso = IsoFormatter()
         self._clock = time.monotonic
-        # Counters (the shipper logs them at exit, the bench reads them).
-        self.lines = 0
+        # Counters (the shipper logs them at exit, the bench reads them), besides the
+        # reader's own (lines and timings).
         self.read_bytes = 0
         self.cut_lines = 0
         self.rotations = 0
         self.truncations = 0
-        self.read_seconds = 0.0
-        self.parse_seconds = 0.0
-        self.put_seconds = 0.0
 
     @property
     def tracked(self) -> list[str]:
         """Paths of the files open now (rotated-away ones under their current name)."""
         return [f.path for f in list(self._files.values())]
 
-    # -- thread control (same shape as JournalReader) ------------------------------------------
-    def start(self) -> None:
-        """Start tailing in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread (safe to call more than once) and unblock a full queue."""
-        self._stop.set()
-        try:
-            while True:
-                self.out.get_nowait()
-        except queue.Empty:
-            pass
-
+    # -- thread control (start/stop/put: ReaderThread) -----------------------------------------
     def join(self, timeout: float | None = None) -> None:
         """Wait for the thread to end, then close the files."""
-        self._thread.join(timeout)
+        super().join(timeout)
         if not self._thread.is_alive():
             for f in self._files.values():
                 _close(f.fd)
             self._files.clear()
-
-    def _put(self, item: TailChunk | TailDone) -> bool:
-        started = time.perf_counter()
-        try:
-            while not self._stop.is_set():
-                try:
-                    self.out.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-        finally:
-            self.put_seconds += time.perf_counter() - started
 
     # -- main loop ------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 
 from devmesh_core.detect.loop import incident_service
+from devmesh_core.detect.models import Incident
 from devmesh_core.detect.status import fleet_status
 from devmesh_core.runtime import Core
 
@@ -35,6 +36,16 @@ def json_response(data: Any) -> Response:
 def _body(payload: dict[str, Any] | None, key: str, default: str | None) -> str | None:
     value = (payload or {}).get(key, default)
     return str(value) if value is not None else None
+
+
+def _by(payload: dict[str, Any] | None) -> str:
+    """Who changes the incident's state: the body's ``by``, else ``api``."""
+    return _body(payload, "by", "api") or "api"
+
+
+def _incident_response(incident: Incident) -> Response:
+    """The answer of every state change: the incident as it now is."""
+    return json_response({"incident": incident.model_dump(mode="json")})
 
 
 @router.get("/incidents")
@@ -66,9 +77,7 @@ def ack_incident(
     core: CoreDep, incident_id: str, payload: Annotated[dict[str, Any] | None, Body()] = None
 ) -> Response:
     """Acknowledge (body ``{"by": "alice"}``, default ``api``)."""
-    by = _body(payload, "by", "api") or "api"
-    incident = incident_service(core).acknowledge(incident_id, by)
-    return json_response({"incident": incident.model_dump(mode="json")})
+    return _incident_response(incident_service(core).acknowledge(incident_id, _by(payload)))
 
 
 @router.post("/incidents/{incident_id}/mitigate")
@@ -76,9 +85,7 @@ def mitigate_incident(
     core: CoreDep, incident_id: str, payload: Annotated[dict[str, Any] | None, Body()] = None
 ) -> Response:
     """Mark the impact stopped though the cause may remain (body ``{"by": "alice"}``)."""
-    by = _body(payload, "by", "api") or "api"
-    incident = incident_service(core).mitigate(incident_id, by)
-    return json_response({"incident": incident.model_dump(mode="json")})
+    return _incident_response(incident_service(core).mitigate(incident_id, _by(payload)))
 
 
 @router.post("/incidents/{incident_id}/resolve")
@@ -86,9 +93,8 @@ def resolve_incident(
     core: CoreDep, incident_id: str, payload: Annotated[dict[str, Any] | None, Body()] = None
 ) -> Response:
     """Resolve (body ``{"by": "alice", "note": "restarted postgres"}``)."""
-    by = _body(payload, "by", "api") or "api"
-    incident = incident_service(core).resolve(incident_id, by, _body(payload, "note", None))
-    return json_response({"incident": incident.model_dump(mode="json")})
+    note = _body(payload, "note", None)
+    return _incident_response(incident_service(core).resolve(incident_id, _by(payload), note))
 
 
 @router.get("/status")

@@ -37,23 +37,16 @@ def run_agent(
     log_level: str = "INFO",
 ) -> int:
     """Build and run the agent until SIGTERM/SIGINT; return the exit code."""
-    import structlog
-
+    from devmesh.cli.ship import pick_token, prepare_run
     from devmesh_core.errors import ConfigError
-    from devmesh_core.log import configure_logging
     from ingest.agent import EX_CONFIG, build_agent
-    from ingest.config import ShipperConfigError, read_token_file
+    from ingest.config import ShipperConfigError
 
-    if not structlog.is_configured():
-        configure_logging("auto", log_level)
-    if config is None and DEFAULT_CONFIG.exists():
-        config = DEFAULT_CONFIG
+    config = prepare_run(config, DEFAULT_CONFIG, log_level)
     try:
-        if token_file is not None:
-            token = read_token_file(token_file)
         agent = build_agent(
             server.rstrip("/"),
-            token,
+            pick_token(token, token_file),
             host or socket.gethostname(),
             config=config,
             dry_run=dry_run,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -23,6 +23,16 @@ T = TypeVar("T")
 
 _STYLE = {"low": "dim", "medium": "yellow", "high": "red", "critical": "bold white on red"}
 
+# The arguments every per-incident command takes, declared once so they read the same.
+IncidentId = Annotated[str, typer.Argument(help="INC-42 or 42")]
+By = Annotated[str | None, typer.Option(help="Who (default: cli:<user>).")]
+
+
+def _fail(exc: DevMeshError) -> NoReturn:
+    """Say what went wrong on stderr and exit 1 (no traceback for an expected error)."""
+    err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+    raise typer.Exit(1) from exc
+
 
 @contextmanager
 def _service(ctx: typer.Context) -> Iterator[IncidentService]:
@@ -30,8 +40,7 @@ def _service(ctx: typer.Context) -> Iterator[IncidentService]:
     try:
         core = Core.open(settings, vectors=False)
     except DevMeshError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+        _fail(exc)
     try:
         yield incident_service(core)
     finally:
@@ -42,8 +51,7 @@ def _call(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except DevMeshError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+        _fail(exc)
 
 
 def _me() -> str:
@@ -90,7 +98,7 @@ def list_incidents(
 @app.command()
 def show(
     ctx: typer.Context,
-    incident_id: Annotated[str, typer.Argument(help="INC-42 or 42")],
+    incident_id: IncidentId,
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """One incident: summary and timeline."""
@@ -132,8 +140,8 @@ def show(
 @app.command()
 def ack(
     ctx: typer.Context,
-    incident_id: Annotated[str, typer.Argument(help="INC-42 or 42")],
-    by: Annotated[str | None, typer.Option(help="Who (default: cli:<user>).")] = None,
+    incident_id: IncidentId,
+    by: By = None,
 ) -> None:
     """Acknowledge an incident."""
     with _service(ctx) as service:
@@ -144,8 +152,8 @@ def ack(
 @app.command()
 def mitigate(
     ctx: typer.Context,
-    incident_id: Annotated[str, typer.Argument(help="INC-42 or 42")],
-    by: Annotated[str | None, typer.Option(help="Who (default: cli:<user>).")] = None,
+    incident_id: IncidentId,
+    by: By = None,
 ) -> None:
     """Mark an incident mitigated: the impact is stopped, the cause may remain."""
     who = by or _me()
@@ -157,9 +165,9 @@ def mitigate(
 @app.command()
 def resolve(
     ctx: typer.Context,
-    incident_id: Annotated[str, typer.Argument(help="INC-42 or 42")],
+    incident_id: IncidentId,
     note: Annotated[str | None, typer.Option(help="What was done.")] = None,
-    by: Annotated[str | None, typer.Option(help="Who (default: cli:<user>).")] = None,
+    by: By = None,
 ) -> None:
     """Resolve an incident."""
     with _service(ctx) as service:

@@ -71,10 +71,9 @@ def build_config(
     journal: dict[str, Any] = {}
     if server is not None:
         top["server"] = server.rstrip("/")
-    if token_file is not None:
-        top["token"] = read_token_file(token_file)
-    elif token is not None:
-        top["token"] = token
+    chosen = pick_token(token, token_file)
+    if chosen is not None:
+        top["token"] = chosen
     if state_dir is not None:
         top["state_dir"] = state_dir
     if files:
@@ -115,6 +114,27 @@ def build_config(
         top["tail"] = replace(cfg.tail, **tail)
     jcfg: JournalConfig = replace(cfg.journal, **journal) if journal else cfg.journal
     return replace(cfg, journal=jcfg, **top).validated()
+
+
+def pick_token(token: str | None, token_file: Path | None) -> str | None:
+    """The API token a node program uses: the token file's when one is named (it stays out of
+    ``ps``), else ``--token``/the env var, else None (the config file's, if any, stays)."""
+    return read_token_file(token_file) if token_file is not None else token
+
+
+def prepare_run(config: Path | None, default_config: Path, log_level: str) -> Path | None:
+    """What every node program (``devmesh ship``, ``devmesh agent``) does before building its
+    config: configure logging unless the main CLI already did, and fall back to the default
+    config file when none was named and it exists. Returns the config file to use."""
+    import structlog
+
+    from devmesh_core.log import configure_logging
+
+    if not structlog.is_configured():
+        configure_logging("auto", log_level)
+    if config is None and default_config.exists():
+        return default_config
+    return config
 
 
 def _file_inputs(
@@ -265,15 +285,9 @@ def run_shipper(
     config: Path | None, *, log_level: str = "INFO", agent: bool = False, **overrides: Any
 ) -> int:
     """Configure logging (unless the main CLI did), build the config, run; return the exit code."""
-    import structlog
-
-    from devmesh_core.log import configure_logging
     from ingest.shipper import EX_CONFIG, Shipper
 
-    if not structlog.is_configured():
-        configure_logging("auto", log_level)
-    if config is None and DEFAULT_CONFIG.exists():
-        config = DEFAULT_CONFIG
+    config = prepare_run(config, DEFAULT_CONFIG, log_level)
     try:
         cfg = build_config(config, **overrides)
         rules = ReloadableFilter(cfg.filters_file)

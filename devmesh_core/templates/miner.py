@@ -616,7 +616,9 @@ class SignatureMiner:
         if time.monotonic() - self._last_save >= self.config.snapshot_interval_s:
             self.save()
 
-    def _write_state(self, path: Path) -> None:
+    def _state_bytes(self) -> bytes:
+        """The state in the state-file format: what a file miner writes to disk and the
+        shared miner publishes (so either can load the other's state)."""
         state: dict[str, Any] = {
             "version": _STATE_VERSION,
             "seq": self._seq,
@@ -633,7 +635,10 @@ class SignatureMiner:
             "aliases": self._alias,
             "vocabulary": list(self._vocab),
         }
-        data = json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def _write_state(self, path: Path) -> None:
+        data = self._state_bytes()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".templates-", suffix=".tmp", dir=path.parent)
         try:

@@ -38,7 +38,6 @@ when there is one, so moving an install to the shared miner keeps its template i
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import threading
 import time
@@ -52,7 +51,6 @@ from redis.commands.core import Script
 from devmesh_core.errors import BackendUnavailable, InvalidInput, NotFound
 from devmesh_core.log import get_logger
 from devmesh_core.templates.miner import (
-    _STATE_VERSION,
     STATE_FILE,
     KnownTemplate,
     MinedTemplate,
@@ -417,31 +415,11 @@ class SharedMiner(SignatureMiner):
         self._changed = False
         self.reloads += 1
 
-    def _snapshot(self) -> bytes:
-        """The state in the state-file format (a file miner can load it, and vice versa)."""
-        state: dict[str, Any] = {
-            "version": _STATE_VERSION,
-            "seq": self._seq,
-            "templates": [
-                {
-                    "id": t.template_id,
-                    "tokens": list(t.tokens),
-                    "count": t.count,
-                    "created": t.created,
-                    "aliases": t.aliases,
-                }
-                for t in sorted(self._by_id.values(), key=lambda t: t.created)
-            ],
-            "aliases": self._alias,
-            "vocabulary": list(self._vocab),
-        }
-        return json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
     def _publish(self, token: bytes) -> None:
         stamp = secrets.token_hex(8)
         got = self._call(
             lambda: self._publish_script(
-                keys=[self._lock_key, self._state_key], args=[token, self._snapshot(), stamp]
+                keys=[self._lock_key, self._state_key], args=[token, self._state_bytes(), stamp]
             )
         )
         if not got:
