@@ -17,11 +17,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from devmesh.cli.common import console, err_console, get_settings
+from devmesh.cli.common import console, fail, open_core
 from devmesh_core.actions.models import ActionRequest, AuditRecord
 from devmesh_core.actions.service import ActionService, cli_identity
 from devmesh_core.errors import DevMeshError
-from devmesh_core.runtime import Core
 
 app = typer.Typer(
     help="Remediation requests: propose, approve, reject, inspect.", no_args_is_help=True
@@ -30,21 +29,13 @@ app = typer.Typer(
 
 @contextmanager
 def _service(ctx: typer.Context) -> Iterator[ActionService]:
-    settings = get_settings(ctx)
-    try:
-        core = Core.open(settings, vectors=False)
-    except DevMeshError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    try:
-        service = ActionService.from_core(core)
-        core.actions = service
-        yield service
-    except DevMeshError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
-    finally:
-        core.close()
+    with open_core(ctx) as core:
+        try:
+            service = ActionService.from_core(core)
+            core.actions = service
+            yield service
+        except DevMeshError as exc:
+            fail(exc)
 
 
 def _when(value: Any) -> str:

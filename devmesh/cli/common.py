@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from devmesh_core import services
 from devmesh_core.config import Settings
 from devmesh_core.errors import DevMeshError
+from devmesh_core.runtime import Core
 from devmesh_core.store import LogStore, open_store
 from devmesh_core.templates.miner import SignatureMiner
 
@@ -36,3 +42,23 @@ def miner_for(settings: Settings, store: LogStore) -> SignatureMiner | None:
             "run `devmesh templates backfill` once it is free"
         )
         return None
+
+
+def fail(exc: Exception) -> NoReturn:
+    """Say what went wrong on stderr and exit 1 (no traceback for an expected error)."""
+    err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+    raise typer.Exit(1) from exc
+
+
+@contextmanager
+def open_core(ctx: typer.Context) -> Iterator[Core]:
+    """The store-backed ``Core`` of a command (no vector index), closed afterwards; a store
+    that cannot be opened is a one-line error and exit 1."""
+    try:
+        core = Core.open(get_settings(ctx), vectors=False)
+    except DevMeshError as exc:
+        fail(exc)
+    try:
+        yield core
+    finally:
+        core.close()

@@ -5,18 +5,17 @@ from __future__ import annotations
 import getpass
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, TypeVar
 
 import orjson
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from devmesh.cli.common import console, err_console, get_settings
+from devmesh.cli.common import console, fail, open_core
 from devmesh_core.detect.loop import incident_service
 from devmesh_core.detect.service import IncidentService
 from devmesh_core.errors import DevMeshError
-from devmesh_core.runtime import Core
 
 app = typer.Typer(help="Incidents detected from the logs.", no_args_is_help=True)
 T = TypeVar("T")
@@ -28,30 +27,17 @@ IncidentId = Annotated[str, typer.Argument(help="INC-42 or 42")]
 By = Annotated[str | None, typer.Option(help="Who (default: cli:<user>).")]
 
 
-def _fail(exc: DevMeshError) -> NoReturn:
-    """Say what went wrong on stderr and exit 1 (no traceback for an expected error)."""
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-    raise typer.Exit(1) from exc
-
-
 @contextmanager
 def _service(ctx: typer.Context) -> Iterator[IncidentService]:
-    settings = get_settings(ctx)
-    try:
-        core = Core.open(settings, vectors=False)
-    except DevMeshError as exc:
-        _fail(exc)
-    try:
+    with open_core(ctx) as core:
         yield incident_service(core)
-    finally:
-        core.close()
 
 
 def _call(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except DevMeshError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _me() -> str:
