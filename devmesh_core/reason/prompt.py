@@ -1,11 +1,16 @@
 """The prompt and the bounded JSON schema a model answers a diagnosis with.
 
-Two rules shape it. **Nothing secret reaches the model**: every text that goes into the
+Three rules shape it. **Nothing secret reaches the model**: every text that goes into the
 prompt (the question, evidence, earlier turns, hints) passes through the
 :class:`~devmesh_core.reason.redact.Redactor` first. **The answer is bounded**: the schema
 enumerates the evidence ids the model may cite, caps every list (``maxItems``) and string
 (``maxLength``) — small models given an unbounded list emit items until the token limit —
-and the answer is only ever parsed as data, never executed.
+and the answer is only ever parsed as data, never executed. **The prompt is short**: a
+small model on two CPU cores reads only ~25-40 prompt tokens a second here, so the model
+sees the top of the ranked evidence (what the rule-based draft cites first, samples folded
+into their templates, no steady background noise) and the draft itself to confirm or
+correct, not the whole bundle: ~800 prompt tokens instead of ~1,800 (measured with
+``bench/triage.py --llamacpp``; figures in ``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from devmesh_core.reason.models import Diagnosis
+from devmesh_core.models import Level
+from devmesh_core.reason.models import Diagnosis, Evidence
 from devmesh_core.reason.redact import Redactor
 from devmesh_core.reason.retrieval import EvidenceBundle
 
@@ -25,15 +31,44 @@ MAX_STEPS = 5
 MAX_CITED = 8
 MAX_RUNBOOKS = 3
 
+PROMPT_EVIDENCE = 12
+"""Evidence items a model is shown (and may cite): the top of the ranked bundle."""
+PROMPT_LINE = 200
+PROMPT_MIN_SCORE = 0.5
+"""Below this rank score an item is background (steady sshd noise and the like): shown
+only when the draft cites it."""
+"""Characters of one evidence line in the prompt (long log lines are cut)."""
+COMPACT_EVIDENCE = 8
+"""Evidence items a small in-process model is shown (every prompt token costs ~40 ms on
+two cores, measured with Qwen2.5-Coder-1.5B)."""
+ANSWER_CITED = 3
+"""Ids the compact schema lets a model cite: the key error and what supports it."""
+ANSWER_ROOT_CAUSE = 240
+"""Characters of a compact root cause (every generated token costs ~0.2 s on two cores
+under a grammar): next steps and runbook come from the matched runbook instead."""
+
 SYSTEM = (
     "You are DevMesh, a careful site-reliability assistant for a small self-hosted fleet. "
-    "You diagnose incidents ONLY from the evidence given, each item tagged with an id in "
-    "square brackets. Prefer the upstream-most failing service (what others depend on) over "
-    "its symptoms, and errors that are new or elevated against the baseline over errors that "
-    "were always there. Cite the ids of the evidence you rely on; never invent ids, hosts or "
-    "services. If the evidence is thin, say so and lower the confidence. Answer with one JSON "
-    "object matching the schema, nothing else."
+    "Diagnose ONLY from the evidence given; each item has an id in square brackets. The "
+    "origin is the upstream-most failing service (what the others depend on), not the "
+    "services that merely show symptoms; errors that are new or elevated against the "
+    "baseline matter, errors that were always there (a steady background) do not. Cite "
+    "ids from the list only. Answer with one JSON object matching the schema."
 )
+
+FORMAT = (
+    "Answer as JSON: origin_service (where the failure started), evidence_ids (ids from "
+    "the list, the key error first), root_cause (one or two sentences: which service failed "
+    "and why, quoting the key error message), confidence (0-1)"
+)
+
+
+def system_prompt(*, compact: bool = False) -> str:
+    """The system prompt; the compact form carries the answer format too, so a local model
+    that keeps its context between questions reads it once, not per question."""
+    if not compact:
+        return SYSTEM
+    return f"{SYSTEM} {FORMAT}."
 
 
 @dataclass(slots=True)
@@ -45,42 +80,151 @@ class Turn:
     evidence_ids: list[str] = field(default_factory=list)
 
 
-def output_schema(bundle: EvidenceBundle) -> dict[str, Any]:
-    """The JSON schema of an answer, bounded: ids from the bundle only, capped lists."""
-    ids = [e.id for e in bundle.evidence] or ["none"]
+def _sample_ids(bundle: EvidenceBundle) -> dict[str, str]:
+    """Sample event id → its template's evidence id (a template line already says what
+    the sample says, with counts; showing both doubles the prompt for nothing)."""
+    out: dict[str, str] = {}
+    for act in bundle.activities:
+        for ev in act.samples[:1]:
+            out.setdefault(f"event:{ev.id}", act.evidence_id)
+    return out
+
+
+def select_evidence(
+    bundle: EvidenceBundle,
+    hints: Diagnosis | None = None,
+    *,
+    limit: int = PROMPT_EVIDENCE,
+    keep: Sequence[str] = (),
+    min_score: float = PROMPT_MIN_SCORE,
+) -> list[Evidence]:
+    """The evidence a model is shown: ids in ``keep`` (earlier turns' citations), then
+    what the rule-based draft cites, then the bundle by rank down to ``min_score``. A
+    sample event is left out when its template is shown (the template's line quotes the
+    sample), and service summaries go into their own prompt line."""
+    samples = _sample_ids(bundle)
+    ranked = [e for e in bundle.evidence if e.kind != "service"]
+    by_id = {e.id: e for e in ranked}
+    first = [*keep, *(e.id for e in (hints.evidence if hints is not None else []))]
+    ordered: list[Evidence] = [by_id[i] for i in dict.fromkeys(first) if i in by_id]
+    ordered += [e for e in ranked if e.score >= min_score]
+    shown: list[Evidence] = []
+    seen: set[str] = set()
+    for item in ordered:
+        if item.id in seen:
+            continue
+        template = samples.get(item.id)
+        if template is not None and template in by_id and item.id not in keep:
+            continue
+        seen.add(item.id)
+        shown.append(item)
+        if len(shown) >= limit:
+            break
+    return shown
+
+
+def output_schema(
+    bundle: EvidenceBundle, ids: Sequence[str] | None = None, *, compact: bool = False
+) -> dict[str, Any]:
+    """The JSON schema of an answer, bounded: ids from ``ids`` (default: the whole
+    bundle) only, capped lists and strings. ``compact`` is the tighter shape a small
+    local model gets: origin, at most three ids and a short root cause, required in the
+    order a diagnosis is reasoned (origin, evidence, then the explanation); its next steps
+    and actions come from the matched runbook, not from generated text."""
+    allowed = list(ids) if ids is not None else [e.id for e in bundle.evidence]
+    allowed = allowed or ["none"]
     runbook_ids = [m.runbook.id for m in bundle.runbooks[:MAX_RUNBOOKS]]
-    services = sorted(bundle.known_services)[:200]
-    schema: dict[str, Any] = {
+    if compact:
+        candidates = {*bundle.services, *bundle.scope.services} & bundle.known_services
+        services = sorted(candidates or bundle.known_services)[:60]
+    else:
+        services = sorted(bundle.known_services)[:200]
+    origin: dict[str, Any] = {
+        "anyOf": [{"type": "string", "enum": services}, {"type": "null"}]
+        if services
+        else [{"type": "null"}]
+    }
+    evidence = {
+        "type": "array",
+        "items": {"type": "string", "enum": allowed},
+        "minItems": 1,
+        "maxItems": ANSWER_CITED if compact else MAX_CITED,
+    }
+    root_cause = {
+        "type": "string",
+        "minLength": 10,
+        "maxLength": ANSWER_ROOT_CAUSE if compact else MAX_ROOT_CAUSE,
+    }
+    steps = {
+        "type": "array",
+        "items": {"type": "string", "maxLength": MAX_STEP},
+        "maxItems": MAX_STEPS,
+    }
+    confidence = {"type": "number", "minimum": 0, "maximum": 1}
+    runbooks = {
+        "type": "array",
+        "items": {"type": "string", "enum": runbook_ids or ["none"]},
+        "maxItems": MAX_RUNBOOKS,
+    }
+    if compact:
+        properties: dict[str, Any] = {
+            "origin_service": origin,
+            "evidence_ids": evidence,
+            "root_cause": root_cause,
+            "confidence": confidence,
+        }
+        required = list(properties)
+    else:
+        properties = {
+            "root_cause": root_cause,
+            "origin_service": origin,
+            "confidence": confidence,
+            "evidence_ids": evidence,
+            "next_steps": steps,
+            "runbook_ids": runbooks,
+        }
+        required = ["root_cause", "confidence", "evidence_ids", "next_steps"]
+    return {
         "type": "object",
-        "properties": {
-            "root_cause": {"type": "string", "minLength": 10, "maxLength": MAX_ROOT_CAUSE},
-            "origin_service": {
-                "anyOf": [{"type": "string", "enum": services}, {"type": "null"}]
-                if services
-                else [{"type": "null"}]
-            },
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "evidence_ids": {
-                "type": "array",
-                "items": {"type": "string", "enum": ids},
-                "minItems": 1,
-                "maxItems": MAX_CITED,
-            },
-            "next_steps": {
-                "type": "array",
-                "items": {"type": "string", "maxLength": MAX_STEP},
-                "maxItems": MAX_STEPS,
-            },
-            "runbook_ids": {
-                "type": "array",
-                "items": {"type": "string", "enum": runbook_ids or ["none"]},
-                "maxItems": MAX_RUNBOOKS,
-            },
-        },
-        "required": ["root_cause", "confidence", "evidence_ids", "next_steps"],
+        "properties": properties,
+        "required": required,
         "additionalProperties": False,
     }
-    return schema
+
+
+def _template_lines(bundle: EvidenceBundle) -> dict[str, str]:
+    """Template evidence id → a compact line quoting its sample (the concrete message
+    reads better than the pattern: ``postgresql@15-main.service`` instead of ``<*>``)."""
+    out: dict[str, str] = {}
+    for act in bundle.activities:
+        if not act.samples or act.evidence_id in out:
+            continue
+        trend = "new" if act.new else f"{act.baseline}x in the baseline"
+        where = f" on {act.host}" if act.host else ""
+        out[act.evidence_id] = (
+            f"{Level.from_rank(act.level_rank).value} {act.service}{where}, "
+            f"{act.window}x ({trend}): {act.samples[0].message}"
+        )
+    return out
+
+
+def _line(item: Evidence, redactor: Redactor, templates: dict[str, str]) -> str:
+    text = templates.get(item.id, item.text)
+    if item.kind == "runbook":  # its title says what it covers; the body is for people
+        text = text.split(" — ", 1)[0]
+    text = " ".join(redactor.redact(text).split())
+    if len(text) > PROMPT_LINE:
+        text = text[: PROMPT_LINE - 1] + "…"
+    return f"[{item.id}] {text}"
+
+
+def _service_counts(bundle: EvidenceBundle) -> str:
+    parts = [
+        f"{name} {svc.window_errors}/{svc.baseline_errors}"
+        for name, svc in sorted(bundle.services.items(), key=lambda kv: -kv[1].score)[:8]
+        if svc.window_errors
+    ]
+    return "; ".join(parts)
 
 
 def build_prompt(
@@ -89,38 +233,47 @@ def build_prompt(
     *,
     hints: Diagnosis | None = None,
     history: Sequence[Turn] = (),
+    evidence: Sequence[Evidence] | None = None,
+    compact: bool = False,
 ) -> str:
-    """The user prompt: the question, the window, the evidence (redacted, with ids), the
-    rule-based analysis as a hint, earlier turns, and the answer format."""
+    """The user prompt: the question, the window, the dependencies and per-service error
+    counts, the evidence (redacted, with ids), earlier turns, the rule-based draft to
+    confirm or correct, and the answer format (in the system prompt when ``compact``).
+    ``evidence`` defaults to :func:`select_evidence`."""
     r = redactor.redact
     scope = bundle.scope
+    shown = list(evidence) if evidence is not None else select_evidence(bundle, hints)
+    hours = scope.baseline_seconds / 3600
     lines = [
         f"Question: {r(scope.question)}",
-        f"Window: {scope.since:%Y-%m-%d %H:%M:%S}Z to {scope.until:%Y-%m-%d %H:%M:%S}Z "
-        f"(baseline from {scope.baseline_since:%Y-%m-%d %H:%M:%S}Z).",
+        f"Window: {scope.since:%Y-%m-%d %H:%M}Z to {scope.until:%H:%M}Z; baseline: the "
+        f"{hours:g} h before.",
     ]
     if scope.services or scope.hosts:
         lines.append(f"Named: services {scope.services or '-'}, hosts {scope.hosts or '-'}.")
     deps = [f"{s} -> {', '.join(sorted(d))}" for s, d in sorted(bundle.dependencies.items()) if d]
     if deps:
-        lines.append("Depends on: " + "; ".join(r(d) for d in deps[:20]))
+        lines.append("Depends on (A -> B: A needs B): " + "; ".join(r(d) for d in deps[:20]))
+    counts = _service_counts(bundle)
+    if counts:
+        lines.append(f"Warnings/errors per service (window/baseline): {r(counts)}")
     if history:
         lines.append("Earlier in this conversation:")
         for turn in history:
             lines.append(f"- Q: {r(turn.question)} A: {r(turn.root_cause)}")
-    lines.append("Evidence:")
-    for item in bundle.evidence:
-        lines.append(f"[{item.id}] {r(item.text)}")
+    lines.append("Evidence (Nx = count in the window; new = never in the baseline):")
+    templates = _template_lines(bundle)
+    lines.extend(_line(item, redactor, templates) for item in shown)
     if hints is not None and hints.evidence:
+        origin = f" Origin: {hints.origin_service}." if hints.origin_service else ""
         lines.append(
-            "Rule-based analysis (a hint; correct it if the evidence disagrees): "
-            + r(hints.root_cause)
+            "Draft by the rule-based analysis (confirm it, or correct it if the evidence "
+            f"disagrees):{origin} {r(hints.root_cause)}"
         )
-    lines.append(
-        "Answer as JSON: root_cause (one or two sentences naming the failing service and "
-        "why), origin_service, confidence (0-1), evidence_ids (ids above that support it), "
-        f"next_steps (at most {MAX_STEPS} short imperative steps), runbook_ids."
-    )
+    if not compact:
+        lines.append(
+            f"{FORMAT}, next_steps (at most {MAX_STEPS} short imperative steps), runbook_ids."
+        )
     return "\n".join(lines)
 
 

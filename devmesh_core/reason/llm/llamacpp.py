@@ -37,6 +37,9 @@ class LlamaCppLLM(LLM):
     """A GGUF model file run with llama.cpp in this process (one question at a time)."""
 
     name = "llamacpp"
+    compact_answers = True
+    """A small model on a few CPU cores: the diagnosis sends it a shorter prompt and a
+    smaller schema (see :func:`~devmesh_core.reason.prompt.output_schema`)."""
 
     def __init__(
         self, model_path: Path, *, n_ctx: int = 4096, n_threads: int = 2, max_tokens: int = 768
@@ -56,6 +59,9 @@ class LlamaCppLLM(LLM):
         self._llama: Any = None
         # A llama.cpp context is not re-entrant: one generation at a time.
         self._lock = threading.Lock()
+        self.last_stats: dict[str, Any] = {}
+        """Figures of the last call (for benchmarks and logs): ``prompt_tokens``,
+        ``answer_tokens``, ``first_token_s`` (reading the prompt), ``seconds``."""
 
     def _model(self) -> Any:
         if self._llama is None:
@@ -98,11 +104,18 @@ class LlamaCppLLM(LLM):
                 {"type": "json_object", "schema": schema} if schema else {"type": "json_object"}
             )
         with self._lock:
+            started = time.monotonic()
+            first: float | None = None
+            pieces = 0
+            llama = self._model()
             try:
-                for part in self._model().create_chat_completion(**kwargs):
+                for part in llama.create_chat_completion(**kwargs):
                     delta = part["choices"][0].get("delta", {})
                     text = delta.get("content")
                     if text:
+                        pieces += 1
+                        if first is None:
+                            first = time.monotonic() - started
                         yield text
                     if time.monotonic() > deadline:
                         raise BackendUnavailable(
@@ -113,6 +126,16 @@ class LlamaCppLLM(LLM):
                 raise BackendUnavailable(
                     f"llama.cpp ({self.model}) failed: {exc}", backend=self.name
                 ) from exc
+            finally:
+                # A streamed piece is one token; the context holds prompt + answer.
+                in_context = int(getattr(llama, "n_tokens", 0) or 0)
+                self.last_stats = {
+                    "prompt_tokens": max(0, in_context - pieces),
+                    "answer_tokens": pieces,
+                    "first_token_s": round(first, 2) if first is not None else None,
+                    "seconds": round(time.monotonic() - started, 2),
+                }
+                _log.info("llm_generated", backend=self.name, model=self.model, **self.last_stats)
 
     def complete_json(
         self, system: str, prompt: str, schema: dict[str, Any], *, timeout: float
