@@ -23,6 +23,8 @@
 #   --format json|export  journalctl output format (default json)
 #   --force             overwrite an existing shipper.yaml
 #   --no-start          install but do not enable/start the service
+#   --agent             also install devmesh-agent.service (runs approved remediation for
+#                       this node; what it may touch is /etc/devmesh/actions.yaml, empty at first)
 #   --skip-venv         do not create the venv (files only; for packaging and tests)
 #   --destdir DIR       install under DIR (staging/packaging): no apt, no systemctl, no root
 #   --dry-run           print what would be done, change nothing
@@ -37,13 +39,15 @@ SERVER=""
 TOKEN_FILE=""
 TOKEN_STDIN=0
 START=tail
+AGENT=0
 FORMAT=json
 FORCE=0
 NO_START=0
 SKIP_VENV=0
 DESTDIR=""
 DRY_RUN=0
-PYTHON_DEPS=("orjson>=3.9" "PyYAML>=6.0" "structlog>=24.1" "typer>=0.12")
+# pydantic: the node agent validates actions against its own allowlist with the catalog.
+PYTHON_DEPS=("orjson>=3.9" "PyYAML>=6.0" "structlog>=24.1" "typer>=0.12" "pydantic>=2.7")
 
 die() { echo "install_shipper: error: $*" >&2; exit 1; }
 say() { echo "install_shipper: $*"; }
@@ -69,6 +73,7 @@ while [ $# -gt 0 ]; do
         --format) FORMAT="${2:?--format needs json or export}"; shift 2 ;;
         --force) FORCE=1; shift ;;
         --no-start) NO_START=1; shift ;;
+        --agent) AGENT=1; shift ;;
         --skip-venv) SKIP_VENV=1; shift ;;
         --destdir) DESTDIR="${2:?--destdir needs a path}"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
@@ -187,8 +192,37 @@ if [ "$DRY_RUN" = 0 ]; then
     mv -f "$UNIT_PATH.tmp" "$UNIT_PATH"
 fi
 
+if [ "$AGENT" = 1 ]; then
+    AGENT_UNIT_PATH="$DESTDIR$UNIT_DIR/devmesh-agent.service"
+    AGENT_ENV="$ETC/agent.env"
+    ACTIONS_PATH="$ETC/actions.yaml"
+    say "writing $AGENT_UNIT_PATH and $AGENT_ENV"
+    if [ "$DRY_RUN" = 0 ]; then
+        sed -e "s|/opt/devmesh-shipper|$PREFIX|g" -e "s|/etc/devmesh|$CONFIG_DIR|g" \
+            "$SCRIPT_DIR/systemd/devmesh-agent.service" > "$AGENT_UNIT_PATH.tmp"
+        chmod 0644 "$AGENT_UNIT_PATH.tmp"
+        mv -f "$AGENT_UNIT_PATH.tmp" "$AGENT_UNIT_PATH"
+        agent_server="$SERVER"
+        [ -n "$agent_server" ] || agent_server="$(sed -n 's/^server: *//p' "$CONFIG_PATH")"
+        printf 'DEVMESH_AGENT_SERVER=%s\nDEVMESH_AGENT_HOST=%s\n' "$agent_server" "$(hostname)" \
+            > "$AGENT_ENV"
+        chmod 0644 "$AGENT_ENV"
+        if [ ! -e "$ACTIONS_PATH" ]; then
+            # Nothing is allowed until the operator lists it (see ActionSettings).
+            printf '%s\n' "# What the agent may touch on this node, e.g.:" \
+                "# allow: {\"$(hostname)\": {units: [nginx], containers: [jellyfin]}}" \
+                "allow: {}" > "$ACTIONS_PATH"
+            chmod 0644 "$ACTIONS_PATH"
+        fi
+    fi
+fi
+
 if [ -z "$DESTDIR" ]; then
     run systemctl daemon-reload
+    if [ "$AGENT" = 1 ] && [ "$NO_START" = 0 ]; then
+        run systemctl enable devmesh-agent.service
+        run systemctl restart devmesh-agent.service
+    fi
     if [ "$NO_START" = 0 ]; then
         run systemctl enable devmesh-shipper.service
         # restart, not start: a re-run picks up new code and config.

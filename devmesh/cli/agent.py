@@ -104,8 +104,8 @@ def agent(
         raise typer.Exit(code)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m devmesh.cli.agent``: the light entry point."""
+def build_parser() -> argparse.ArgumentParser:
+    """The options of the light entry point (also what the systemd unit may pass)."""
     p = argparse.ArgumentParser(prog="python -m devmesh.cli.agent", description=agent.__doc__)
     p.add_argument("--server", default=os.environ.get("DEVMESH_AGENT_SERVER"), required=False)
     p.add_argument("--token", default=os.environ.get("DEVMESH_AGENT_TOKEN"))
@@ -115,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--poll-interval", type=float, default=5.0)
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m devmesh.cli.agent``: the light entry point."""
+    p = build_parser()
     args = p.parse_args(argv)
     if not args.server:
         p.error("--server (or DEVMESH_AGENT_SERVER) is required")

@@ -6,6 +6,7 @@ references resolve, and the commands the units run exist in the CLI."""
 from __future__ import annotations
 
 import configparser
+import importlib
 import re
 import shlex
 from pathlib import Path
@@ -135,11 +136,15 @@ def test_systemd_units_run_existing_commands(unit: str) -> None:
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read(DEPLOY / "systemd" / unit)
     exec_start = shlex.split(parser["Service"]["ExecStart"])
-    assert exec_start[0].endswith("/devmesh")
-    assert _cli_has(exec_start[1]), f"{unit} runs `devmesh {exec_start[1]}`, which does not exist"
-    options = [arg.split("=", 1)[0] for arg in exec_start[2:] if arg.startswith("--")]
-    command = _command(exec_start[1])
-    known = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    options = [arg.split("=", 1)[0] for arg in exec_start if arg.startswith("--")]
+    if exec_start[0].endswith("/devmesh"):  # the server's full install: the typer CLI
+        assert _cli_has(exec_start[1]), f"{unit} runs `devmesh {exec_start[1]}`: no such command"
+        command = _command(exec_start[1])
+        known = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    else:  # a node's light venv: a module with its own argparse entry point
+        assert exec_start[0].endswith("/python") and exec_start[1] == "-m", exec_start
+        module = importlib.import_module(exec_start[2])
+        known = set(module.build_parser()._option_string_actions)
     assert set(options) <= known, f"unknown options {set(options) - known}"
     assert parser["Install"]["WantedBy"] == "multi-user.target"
 

@@ -144,3 +144,29 @@ def test_unit_file_verifies(tmp_path: Path) -> None:
     )
     problems = [line for line in (result.stdout + result.stderr).splitlines() if str(unit) in line]
     assert result.returncode == 0 and not problems, problems
+
+
+def test_staged_install_with_the_agent(tmp_path: Path) -> None:
+    dest = tmp_path / "root"
+    token = tmp_path / "node1.token"
+    token.write_text("dm_node1_secret\n")
+    result = install(
+        "--destdir", str(dest), "--skip-venv", "--server", "https://dm.lan:8770",
+        "--token-file", str(token), "--agent",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    etc = dest / "etc" / "devmesh"
+    env = dict(
+        line.split("=", 1) for line in (etc / "agent.env").read_text().splitlines() if line
+    )
+    assert env["DEVMESH_AGENT_SERVER"] == "https://dm.lan:8770"
+    assert env["DEVMESH_AGENT_HOST"]
+    # Nothing is allowed until the operator says so.
+    assert yaml.safe_load((etc / "actions.yaml").read_text()) == {"allow": {}}
+    unit = (dest / "etc" / "systemd" / "system" / "devmesh-agent.service").read_text()
+    assert (
+        "ExecStart=/opt/devmesh-shipper/venv/bin/python -m devmesh.cli.agent "
+        "--server ${DEVMESH_AGENT_SERVER}" in unit
+    )
+    assert "LoadCredential=token:/etc/devmesh/shipper.token" in unit
+    assert "EnvironmentFile=/etc/devmesh/agent.env" in unit
