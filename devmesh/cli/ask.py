@@ -66,6 +66,7 @@ def ask_command(
     except DevMeshError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
+    streamed = _Progress()
     try:
         diagnosis = ask(
             core,
@@ -76,16 +77,35 @@ def ask_command(
             since=window_start,
             until=window_end,
             llm=llm,
+            # A model's answer is shown on stderr as it is written (stdout stays clean
+            # for --json); the final, validated diagnosis follows.
+            on_text=streamed.show,
         )
     except DevMeshError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     finally:
         core.close()
+        streamed.end()
     if as_json:
         print(diagnosis.model_dump_json(indent=2))
         return
     render(diagnosis)
+
+
+class _Progress:
+    """Echoes a model's streamed answer, dimmed, to stderr; ends the line afterwards."""
+
+    def __init__(self) -> None:
+        self.used = False
+
+    def show(self, text: str) -> None:
+        self.used = True
+        err_console.print(escape(text), end="", style="dim", soft_wrap=True)
+
+    def end(self) -> None:
+        if self.used:
+            err_console.print()
 
 
 def render(diagnosis: Diagnosis) -> None:

@@ -157,8 +157,12 @@ def ask(
     llm: str | None = None,
     conversation: Conversation | None = None,
     now: datetime | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> Diagnosis:
     """Answer a question about the fleet with a :class:`Diagnosis`.
+
+    ``on_text`` receives the model's answer as it is written, where the backend streams
+    (nothing is sent for the no-LLM backend, whose answer is immediate).
 
     ``llm`` picks the backend (``"none"``, ``"ollama"``, ``"llamacpp"`` or a full spec;
     default: ``settings.reason.llm``). With a ``conversation``, a follow-up that names no
@@ -210,6 +214,7 @@ def ask(
             reasoner.redactor,
             timeout=core.settings.reason.llm_timeout,
             history=history,
+            on_text=on_text,
         )
 
     configure_llama_index(core)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -530,9 +530,12 @@ def llm_diagnosis(
     *,
     timeout: float,
     history: Sequence[Turn] = (),
+    on_text: Callable[[str], None] | None = None,
 ) -> Diagnosis:
     """Diagnose with a model (the :class:`~devmesh_core.reason.llm.base.LLM` port); the
-    rule-based diagnosis, with ``fallback_reason``, whenever the model cannot deliver."""
+    rule-based diagnosis, with ``fallback_reason``, whenever the model cannot deliver.
+    ``on_text`` receives the model's answer as it is written (streamed where the backend
+    streams), for front ends that show it forming; the result is validated as a whole."""
     base = rule_diagnosis(bundle)
     backend = str(getattr(llm, "name", "llm"))
     # A small in-process model (``compact_answers``) reads fewer items and writes a
@@ -552,7 +555,14 @@ def llm_diagnosis(
     attempt_prompt = prompt
     for attempt in range(2):  # the answer, then one repair
         try:
-            raw = llm.complete_json(system, attempt_prompt, schema, timeout=timeout)
+            if on_text is None:
+                raw = llm.complete_json(system, attempt_prompt, schema, timeout=timeout)
+            else:
+                pieces = []
+                for chunk in llm.stream_json(system, attempt_prompt, schema, timeout=timeout):
+                    pieces.append(chunk)
+                    on_text(chunk)
+                raw = "".join(pieces)
         except BackendUnavailable as exc:
             return _fallback(base, backend, f"{backend} unavailable: {exc}", dropped_total)
         except DevMeshError as exc:

@@ -40,6 +40,14 @@ class LLM(ABC):
         validates it: small models do not always comply). Raises ``BackendUnavailable``
         when the model cannot be reached, fails, or takes longer than ``timeout`` seconds."""
 
+    def stream_json(
+        self, system: str, prompt: str, schema: dict[str, Any], *, timeout: float
+    ) -> Iterator[str]:
+        """:meth:`complete_json`'s answer in the chunks the model writes it in, so a front
+        end can show the answer forming (the caller joins and validates it). Adapters
+        that cannot stream get this default: the whole answer as one chunk."""
+        yield self.complete_json(system, prompt, schema, timeout=timeout)
+
     def stream(self, system: str, prompt: str, *, timeout: float) -> Iterator[str]:
         """Free-text answer in chunks, for front ends that show it as it comes. Adapters
         that cannot stream get this default: one chunk, from :meth:`complete_json`."""

@@ -144,6 +144,12 @@ class LlamaCppLLM(LLM):
         internally so the timeout can stop a runaway answer."""
         return "".join(self._chunks(system, prompt, schema or {}, timeout))
 
+    def stream_json(
+        self, system: str, prompt: str, schema: dict[str, Any], *, timeout: float
+    ) -> Iterator[str]:
+        """The constrained answer in the pieces it is generated in."""
+        yield from self._chunks(system, prompt, schema or {}, timeout)
+
     def stream(self, system: str, prompt: str, *, timeout: float) -> Iterator[str]:
         """Free-text chunks as they are generated."""
         yield from self._chunks(system, prompt, None, timeout)

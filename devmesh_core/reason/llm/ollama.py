@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import ollama
@@ -95,6 +95,21 @@ class OllamaLLM(LLM):
     def stream(self, system: str, prompt: str, *, timeout: float) -> Iterator[str]:
         """Text chunks as the model writes them. ``timeout`` bounds the whole answer, not
         just the gap between chunks: a server trickling tokens forever still ends."""
+        yield from self._stream(system, prompt, None, timeout)
+
+    def stream_json(
+        self, system: str, prompt: str, schema: dict[str, Any], *, timeout: float
+    ) -> Iterator[str]:
+        """The schema-constrained answer (as :meth:`complete_json`), streamed."""
+        yield from self._stream(system, prompt, schema or "json", timeout)
+
+    def _stream(
+        self,
+        system: str,
+        prompt: str,
+        fmt: dict[str, Any] | Literal["json"] | None,
+        timeout: float,
+    ) -> Iterator[str]:
         started = time.monotonic()
         deadline = started + timeout
         try:
@@ -103,6 +118,7 @@ class OllamaLLM(LLM):
                 messages=self._messages(system, prompt),
                 options=self._options(),
                 stream=True,
+                format=fmt,
             )
             for part in parts:
                 chunk = part.message.content or ""
