@@ -7,6 +7,7 @@ Thin: check the options against the settings, make the demo directory, run
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import signal
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 from rich.markup import escape
 
 from devmesh.cli.common import console, err_console, get_settings
+from devmesh_core.config import Settings
 from devmesh_core.errors import DevMeshError
 
 AUTO_APPROVE_SETTING = "DEVMESH_ACTIONS__ALLOW_AUTO_APPROVE"
@@ -88,7 +91,13 @@ def demo(
             )
             raise typer.Exit(2)
         data_dir.mkdir(parents=True, exist_ok=True)
-    options = DemoOptions(data_dir=data_dir, auto_approve=auto_approve, timeout=timeout, keep=keep)
+    options = DemoOptions(
+        data_dir=data_dir,
+        auto_approve=auto_approve,
+        timeout=timeout,
+        keep=keep,
+        chat_env=chat_environment(settings),
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -102,3 +111,23 @@ def demo(
         console.print(f"[dim]demo files kept in {escape(str(data_dir))}[/dim]")
     if code:
         raise typer.Exit(code)
+
+
+def chat_environment(settings: Settings) -> dict[str, str]:
+    """The configured chat bots' settings as ``DEVMESH_*`` variables for the demo server
+    (empty when no bot has a token: the demo then pings the webhook only)."""
+    env: dict[str, str] = {}
+    for section, model in (("DISCORD", settings.discord), ("TELEGRAM", settings.telegram)):
+        if model.token is None:
+            continue
+        dumped = json.loads(model.model_dump_json())
+        for key, value in dumped.items():
+            raw = getattr(model, key)
+            if raw is None:
+                continue
+            if isinstance(raw, SecretStr):  # the dump masks secrets; the server needs them
+                value = raw.get_secret_value()
+            env[f"DEVMESH_{section}__{key.upper()}"] = (
+                value if isinstance(value, str) else json.dumps(value)
+            )
+    return env

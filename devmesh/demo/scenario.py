@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,6 +103,10 @@ class DemoOptions:
     auto_approve: bool = False
     timeout: float = 180.0
     keep: bool = False
+    # The user's chat bot settings (DEVMESH_DISCORD__*/DEVMESH_TELEGRAM__* as environment
+    # variables): when a token is among them the demo server runs that bot, so the ping,
+    # diagnosis and Confirm/Cancel buttons also reach chat.
+    chat_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -313,7 +317,7 @@ class Demo:
                 "DEVMESH_LOG_FORMAT": "json",
                 "DEVMESH_VECTORS_ENABLED": "false",
                 "DEVMESH_GRAPH_ENABLED": "false",
-                "DEVMESH_BOTS_ENABLED": "false",
+                "DEVMESH_BOTS_ENABLED": "true" if self.opts.chat_env else "false",
                 "DEVMESH_TOPOLOGY_FILE": str(files["topology"]),
                 "DEVMESH_DETECT__INTERVAL": "1",
                 # Incidents are projected into the knowledge graph once it is open (the
@@ -328,6 +332,7 @@ class Demo:
                 ),
             }
         )
+        env.update(self.opts.chat_env)
         argv = [sys.executable, "-m", "devmesh.cli.main", "serve", "--port", str(port)]
         self.server = self._spawn("server", argv, env)
         self.base = f"http://127.0.0.1:{port}"

@@ -9,6 +9,7 @@ not run by).
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import re
 import subprocess
@@ -16,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from devmesh.demo.steps import read_steps
 
@@ -330,3 +333,30 @@ def test_systemctl_shim_drives_the_demo_supervisor(tmp_path: Path) -> None:
     finally:
         supervisor.close()
     assert supervisor.units["demo-inventory.service"].pid is None
+
+
+def test_chat_settings_reach_the_demo_server_only_when_a_bot_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from devmesh.cli.demo import chat_environment
+    from devmesh_core.config import Settings
+
+    for key in list(os.environ):
+        if key.startswith(("DEVMESH_DISCORD__", "DEVMESH_TELEGRAM__")):
+            monkeypatch.delenv(key)
+    assert chat_environment(Settings(_env_file=None)) == {}  # type: ignore[call-arg]
+    monkeypatch.setenv("DEVMESH_TELEGRAM__TOKEN", "999:secret")
+    monkeypatch.setenv("DEVMESH_TELEGRAM__PING_CHAT_IDS", "42")
+    env = chat_environment(Settings(_env_file=None))  # type: ignore[call-arg]
+    assert env["DEVMESH_TELEGRAM__TOKEN"] == "999:secret"  # the real token, not the mask
+    assert json.loads(env["DEVMESH_TELEGRAM__PING_CHAT_IDS"]) == [42]
+    assert not any(k.startswith("DEVMESH_DISCORD__") for k in env)
+    # What the demo passes parses back into the same settings on the server's side.
+    monkeypatch.delenv("DEVMESH_TELEGRAM__TOKEN")
+    monkeypatch.delenv("DEVMESH_TELEGRAM__PING_CHAT_IDS")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    again = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert again.telegram.token is not None
+    assert again.telegram.token.get_secret_value() == "999:secret"
+    assert again.telegram.ping_chat_ids == [42]
