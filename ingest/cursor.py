@@ -19,6 +19,16 @@ from devmesh_core.log import get_logger
 log = get_logger(__name__)
 
 
+def set_aside(path: Path, event: str, exc: Exception) -> Path:
+    """Move an unreadable state file to ``<name>.bad`` and log ``event``: atomic writes make
+    a damaged file unexpected, so it is kept for a person to look at while the reader starts
+    afresh."""
+    bad = path.with_name(path.name + ".bad")
+    os.replace(path, bad)
+    log.error(event, path=str(path), moved_to=str(bad), error=str(exc))
+    return bad
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a mix.
 
@@ -73,11 +83,7 @@ class CursorStore:
             if not isinstance(cursor, str) or not cursor:
                 raise ValueError("cursor is not a non-empty string")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            # Atomic writes make this unexpected; keep the file for a person to look at.
-            bad = self.path.with_name(self.path.name + ".bad")
-            os.replace(self.path, bad)
-            log.error("cursor_file_unreadable", path=str(self.path), moved_to=str(bad),
-                      error=str(exc))
+            set_aside(self.path, "cursor_file_unreadable", exc)
             return None
         if self.source and data.get("source") not in (None, self.source):
             log.warning("cursor_from_other_source", path=str(self.path),

@@ -68,7 +68,7 @@ import orjson
 
 from devmesh_core.log import get_logger
 from ingest.config import FileInput, TailConfig
-from ingest.cursor import atomic_write
+from ingest.cursor import atomic_write, set_aside
 from ingest.filters import ReloadableFilter
 from ingest.reader import EncodedChunk, ReaderDone, ReaderThread
 from ingest.tail_detect import IsoFormatter, TimestampParser, detect_level
@@ -175,10 +175,7 @@ class FileCheckpoints:
             data = orjson.loads(raw)
             positions = {pos.key: pos for pos in map(FilePos.from_json, data["files"])}
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            bad = self.path.with_name(self.path.name + ".bad")
-            os.replace(self.path, bad)
-            log.error("file_checkpoints_unreadable", path=str(self.path), moved_to=str(bad),
-                      error=str(exc))
+            set_aside(self.path, "file_checkpoints_unreadable", exc)
             return None
         self.committed = positions
         return positions
