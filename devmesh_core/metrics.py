@@ -9,6 +9,8 @@ process (tests) never clash over metric names.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +24,31 @@ from devmesh_core.log import get_logger
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Probe = Callable[[], dict[tuple[str, ...], float]]
+
+
+class _Cached:
+    """A probe answered from its last value for ``max_age`` seconds.
+
+    For gauges whose query grows with the data (``COUNT(*)`` over the log table takes
+    seconds on a large MariaDB table): a Prometheus server scraping every 15 s would
+    otherwise keep the store busy counting. A failed read is not cached.
+    """
+
+    def __init__(self, probe: Probe, max_age: float, clock: Callable[[], float]) -> None:
+        self._probe = probe
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._value: dict[tuple[str, ...], float] | None = None
+        self._read_at = 0.0
+
+    def __call__(self) -> dict[tuple[str, ...], float]:
+        with self._lock:  # concurrent scrapes wait for one read instead of each counting
+            now = self._clock()
+            if self._value is None or now - self._read_at >= self._max_age:
+                self._value = self._probe()
+                self._read_at = now
+            return self._value
 
 
 class _LiveState(Collector):
@@ -90,8 +117,23 @@ class Metrics:
         self._live = _LiveState()
         r.register(self._live)
 
-    def probe(self, name: str, doc: str, labels: tuple[str, ...], probe: Probe) -> None:
-        """Register a gauge read at scrape time: ``probe()`` returns label values → value."""
+    def probe(
+        self,
+        name: str,
+        doc: str,
+        labels: tuple[str, ...],
+        probe: Probe,
+        *,
+        max_age: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Register a gauge read at scrape time: ``probe()`` returns label values → value.
+
+        With ``max_age`` > 0 a scrape reuses the value read less than that many seconds ago
+        (for probes too costly to run on every scrape).
+        """
+        if max_age > 0:
+            probe = _Cached(probe, max_age, clock)
         self._live.probes[name] = (doc, labels, probe)
 
     def record_ingest(self, route: str, report: Any, seconds: float) -> None:

@@ -114,6 +114,29 @@ _V4 = Migration(4, ("ALTER TABLE logs ADD KEY ix_logs_event_type (event_type, id
 # Node tokens: a token bound to a host may only act for that host (agent poll and results).
 _V7 = Migration(7, (f"ALTER TABLE api_tokens ADD COLUMN host {_NAME} NULL",))
 
+# Dedup on (ts, fingerprint): the same rows as the bare fingerprint (which hashes the
+# timestamp), but new keys append near the index's right edge instead of on random pages,
+# and InnoDB cannot buffer changes to a unique index (see the SQLite adapter's _V8).
+_V8 = Migration(
+    8,
+    (
+        "ALTER TABLE logs ADD UNIQUE KEY ux_logs_ts_fingerprint (ts, fingerprint), "
+        "DROP KEY ux_logs_fingerprint",
+    ),
+)
+
+# The watermark of changed template places moves to templates (see the SQLite adapter's _V9).
+_V9 = Migration(
+    9,
+    (
+        "ALTER TABLE templates ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0, "
+        "ADD KEY ix_templates_updated (updated_at)",
+        "UPDATE templates t SET updated_at = COALESCE((SELECT MAX(s.updated_at) "
+        "FROM template_stats s WHERE s.template_id = t.template_id), 0)",
+        "ALTER TABLE template_stats DROP KEY ix_template_stats_updated",
+    ),
+)
+
 # ON DUPLICATE KEY UPDATE (not INSERT IGNORE, which would also swallow data errors) makes a
 # duplicate fingerprint a no-op that reports 0 affected rows. This parameterised form is what
 # the raw-driver benchmark runs through pymysql's executemany.
@@ -145,7 +168,7 @@ class MySQLLogStore(SQLLogStore):
 
     backend = "mysql"
     placeholder = "%s"
-    migrations = (_V1, _V2, _V3, _V4, *schema_incidents.MYSQL, *schema_actions.MYSQL, _V7)
+    migrations = (_V1, _V2, _V3, _V4, *schema_incidents.MYSQL, *schema_actions.MYSQL, _V7, _V8, _V9)
     lock_rows = " FOR UPDATE"
     merge_forms: ClassVar[Mapping[str, str]] = {
         "conflict": "ON DUPLICATE KEY UPDATE ",

@@ -1,10 +1,11 @@
 """SQL machinery shared by the SQLite and MariaDB adapters.
 
 Both adapters store timestamps as integer microseconds (UTC), levels as their rank, and the
-16-byte fingerprint under a UNIQUE index so dedup happens in the database. Queries filter on
-composite ``(service|host|level, level, ts)`` indexes; a minimum-level filter is run as one
-index-ordered sub-select per level, merged by the database, so "latest errors of nginx" reads
-about ``limit`` index entries whatever the table size.
+16-byte fingerprint under a UNIQUE ``(ts, fingerprint)`` index so dedup happens in the
+database. Queries filter on composite ``(service|host|level, level, ts)`` indexes; a
+minimum-level filter is run as one index-ordered sub-select per level, merged by the
+database, so "latest errors of nginx" reads about ``limit`` index entries whatever the table
+size.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ class SQLLogStore(LogStore):
     # folding the same rows take turns (SQLite's single writer needs nothing).
     lock_rows = ""
     # Lock conflicts (deadlocks) are retried this many times after the first attempt.
-    conflict_retries = 4
+    conflict_retries = 6
     # Databases with one writer at a time (SQLite) take writes in turn behind a lock in
     # this process: a waiting thread then wakes the moment the writer commits, instead of
     # sleeping in the database's growing busy-retry steps.
@@ -302,7 +303,7 @@ class SQLLogStore(LogStore):
                     # The database rolled the whole transaction back: run it again after
                     # a short random pause so the two writers do not collide again.
                     conflicts += 1
-                    time.sleep(random.uniform(0.005, 0.02) * conflicts)
+                    time.sleep(random.uniform(0.005, 0.02) * 2**conflicts)
                     return self._attempt(work, write=write, retry=retry, conflicts=conflicts)
                 if mapped is exc:
                     raise
@@ -414,7 +415,7 @@ class SQLLogStore(LogStore):
                 # Template statistics count each event once. Some events were stored already
                 # (a re-sent batch) or repeated in the batch: the rows this transaction
                 # inserted are the ones stamped with its ingestion time.
-                new = self._stamped(cur, [e.fingerprint_bytes for e in events], now)
+                new = self._stamped(cur, events, now)
                 seen: set[bytes] = set()
                 fresh = []
                 for event, template in pairs:
@@ -428,17 +429,21 @@ class SQLLogStore(LogStore):
         stored = self._run(work, write=True)
         return InsertResult(stored=stored, duplicates=len(events) - stored)
 
-    def _stamped(self, cur: Any, fingerprints: Sequence[bytes], ingested_us: int) -> set[bytes]:
-        """Which of these fingerprints were stored with ingestion time ``ingested_us``."""
+    def _stamped(self, cur: Any, events: Sequence[LogEvent], ingested_us: int) -> set[bytes]:
+        """Which of these events' fingerprints were stored with ingestion time ``ingested_us``.
+
+        Looked up by (ts, fingerprint), the unique key, one equality pair per event: both
+        databases answer an OR of index-prefix equalities with one index probe each.
+        """
         found: set[bytes] = set()
         p = self.placeholder
-        for i in range(0, len(fingerprints), 500):
-            chunk = fingerprints[i : i + 500]
-            marks = ", ".join([p] * len(chunk))
+        keys = list(dict.fromkeys((e.timestamp_us, e.fingerprint_bytes) for e in events))
+        for i in range(0, len(keys), 200):
+            chunk = keys[i : i + 200]
+            pairs = " OR ".join([f"(ts = {p} AND fingerprint = {p})"] * len(chunk))
             cur.execute(
-                "SELECT fingerprint FROM logs "
-                f"WHERE ingested_at = {p} AND fingerprint IN ({marks})",
-                (ingested_us, *chunk),
+                f"SELECT fingerprint FROM logs WHERE ingested_at = {p} AND ({pairs})",
+                (ingested_us, *(value for key in chunk for value in key)),
             )
             found.update(bytes(row[0]) for row in cur.fetchall())
         return found
@@ -472,7 +477,7 @@ class SQLLogStore(LogStore):
             cur.executemany(
                 self._templates_upsert(),
                 [
-                    (tid, text, n, lo, hi, now)
+                    (tid, text, n, lo, hi, now, now)
                     for tid, (text, n, lo, hi) in sorted(per_template.items())
                 ],
             )
@@ -483,14 +488,24 @@ class SQLLogStore(LogStore):
             )
 
     def _templates_upsert(self) -> str:
+        # updated_at: the newest change of the template or of any of its places
+        # (template_stats), the watermark template_places_since reads through.
         return self._upsert(
             "templates",
-            ("template_id", "template", "count", "first_seen", "last_seen", "created_at"),
+            (
+                "template_id",
+                "template",
+                "count",
+                "first_seen",
+                "last_seen",
+                "created_at",
+                "updated_at",
+            ),
             ("template_id",),
             add=("count",),
             least=("first_seen",),
             greatest=("last_seen",),
-            replace=("template",),
+            replace=("template", "updated_at"),
         )
 
     def _stats_upsert(self) -> str:
@@ -566,7 +581,7 @@ class SQLLogStore(LogStore):
                     _, count, first, last, created = row
                     cur.execute(
                         self._templates_upsert(),
-                        (new, texts.get(new, row[0]), count, first, last, created),
+                        (new, texts.get(new, row[0]), count, first, last, created, now),
                     )
                     cur.execute(
                         "SELECT service, host, level, count, last_seen FROM template_stats "
@@ -714,8 +729,13 @@ class SQLLogStore(LogStore):
         p = self.placeholder
 
         def read(cur: Any) -> list[TemplatePlace]:
+            # Through the templates' updated_at index: every change of a place also stamps
+            # its template (in the same transaction, same time), and template_stats carries
+            # no index on its own updated_at, which each ingest batch would rewrite.
             cur.execute(
-                self._PLACES + f"WHERE s.updated_at > {p} ORDER BY s.updated_at", (after_us,)
+                self._PLACES + f"WHERE t.updated_at > {p} AND s.updated_at > {p} "
+                "ORDER BY s.updated_at",
+                (after_us, after_us),
             )
             return self._places(cur.fetchall())
 

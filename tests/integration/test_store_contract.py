@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -233,13 +233,16 @@ def test_migrate_is_idempotent_and_versioned(store_url: str) -> None:
         assert a.schema_version() == latest  # type: ignore[attr-defined]
 
 
-def test_upgrade_from_v1_keeps_data(store_url: str) -> None:
+def _old_schema_with_rows(store_url: str, version: int, rows: Sequence[tuple[object, ...]]) -> int:
+    """Migrate a fresh store only up to ``version`` and write ``rows`` (ts, ingested_at,
+    source, service, host, level, message, fingerprint) the way that schema took them;
+    return the latest version the adapter knows."""
     old = open_store(store_url, migrate=False)
-    type(old).migrations, saved = type(old).migrations[:1], type(old).migrations  # type: ignore[attr-defined]
+    saved = type(old).migrations  # type: ignore[attr-defined]
+    type(old).migrations = tuple(m for m in saved if m.version <= version)  # type: ignore[attr-defined]
     try:
-        assert old.migrate() == 1
+        assert old.migrate() == version
         p = old.placeholder  # type: ignore[attr-defined]
-        rows = [(i, 0, "t", "svc", "h", 20, f"old {i}", bytes([i]) * 16) for i in range(5)]
         old._run(  # type: ignore[attr-defined]
             lambda cur: cur.executemany(
                 "INSERT INTO logs (ts, ingested_at, source, service, host, level, message, "
@@ -251,11 +254,31 @@ def test_upgrade_from_v1_keeps_data(store_url: str) -> None:
     finally:
         type(old).migrations = saved  # type: ignore[attr-defined]
         old.close()
+    return int(saved[-1].version)
+
+
+def test_upgrade_from_v1_keeps_data(store_url: str) -> None:
+    rows = [(i, 0, "t", "svc", "h", 20, f"old {i}", bytes([i]) * 16) for i in range(5)]
+    latest = _old_schema_with_rows(store_url, 1, rows)
     with open_store(store_url) as new:
-        assert new.schema_version() == saved[-1].version  # type: ignore[attr-defined]
+        assert new.schema_version() == latest  # type: ignore[attr-defined]
         events = new.query(LogQuery()).events
         assert len(events) == 5 and all(e.template_id is None for e in events)
         assert len(new.events_without_template()) == 5
+
+
+def test_upgrade_to_ts_fingerprint_key_keeps_dedup(store_url: str) -> None:
+    """Rows stored under the v7 key (bare fingerprint) still absorb re-sends after v8."""
+    rows: list[tuple[object, ...]] = [
+        (e.timestamp_us, 0, "test", e.service, e.host, 20, e.message, e.fingerprint_bytes)
+        for e in (ev(i) for i in range(5))
+    ]
+    latest = _old_schema_with_rows(store_url, 7, rows)
+    with open_store(store_url) as new:
+        assert new.schema_version() == latest  # type: ignore[attr-defined]
+        result = new.insert([ev(i) for i in range(8)])
+        assert (result.stored, result.duplicates) == (3, 5)
+        assert new.count() == 8
 
 
 def test_newer_schema_is_refused(store_url: str) -> None:

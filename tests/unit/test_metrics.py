@@ -49,6 +49,33 @@ def test_probes_are_read_at_scrape_time_and_a_failing_one_is_skipped() -> None:
     assert not any(name == "devmesh_events_stored" for name, _ in samples)
 
 
+def test_a_costly_probe_is_read_at_most_once_per_max_age() -> None:
+    metrics = Metrics()
+    now = [100.0]
+    reads: list[float] = []
+    fail = [False]
+
+    def stored() -> dict[tuple[str, ...], float]:
+        if fail[0]:
+            raise BackendUnavailable("store down", backend="sqlite")
+        reads.append(now[0])
+        return {(): float(len(reads))}
+
+    metrics.probe("devmesh_events_stored", "Events.", (), stored, max_age=60, clock=lambda: now[0])
+    key = ("devmesh_events_stored", ())
+    assert _samples(metrics)[key] == 1
+    now[0] += 59
+    assert _samples(metrics)[key] == 1  # cached
+    now[0] += 1
+    assert _samples(metrics)[key] == 2  # 60 s old: read again
+    assert reads == [100.0, 160.0]
+    fail[0] = True
+    now[0] += 60
+    assert key not in _samples(metrics)  # a failure is skipped, not cached
+    fail[0] = False
+    assert _samples(metrics)[key] == 3
+
+
 def test_two_registries_do_not_clash() -> None:
     a, b = Metrics(), Metrics()
     a.record_ingest("loki", IngestReport(accepted=5, duplicates=0, rejected=[]), 0.1)
