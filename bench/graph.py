@@ -172,6 +172,11 @@ def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float, float]:
     return p50, p95, samples[-1]
 
 
+def _load() -> str:
+    """The 1-, 5- and 15-minute load averages, as ``uptime`` shows them."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def count(records: Sequence[GraphRecord]) -> int:
     return len(records)
 
@@ -288,11 +293,13 @@ def main() -> None:
             ),
             ("stats()", store.stats),
         ]
-        print(f"\nqueries ({q} each, ms):            p50      p95      max")
+        # The machine is shared: latencies mean little without the load they were taken at.
+        print(f"\nqueries ({q} each, ms):            p50      p95      max   (load {_load()})")
         for name, fn in cases:
             fn()  # warm the plan cache
             p50, p95, worst = timed(fn, q if name != "stats()" else 20)
             print(f"  {name:<30} {p50:7.2f}  {p95:7.2f}  {worst:7.2f}")
+        print(f"  load after the queries: {_load()}")
         store.close()
 
         # Coming back: clean stop (RDB + AOF saved) and a crash (AOF replay).

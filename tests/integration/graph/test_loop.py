@@ -74,9 +74,7 @@ def test_a_failing_pass_is_counted_and_the_loop_keeps_going(
     reports it unavailable on every pass, and the loop logs, counts and carries on."""
     services.ingest(store, _batch(0, 3, "nginx"), miner=SignatureMiner())
     url = f"redis://127.0.0.1:{free_port()}/g"
-    loop = ProjectionLoop(
-        store, lambda: FalkorDBGraphStore.from_url(url, tmp_path), interval=0.05
-    )
+    loop = ProjectionLoop(store, lambda: FalkorDBGraphStore.from_url(url, tmp_path), interval=0.05)
     loop.start()
     try:
         _wait(lambda: loop.stats.failures >= 2)

@@ -18,6 +18,7 @@ from devmesh_core.graph.falkordb import FalkorDBGraphStore
 from devmesh_core.graph.projection import META_KEY, Projector, Watermark
 from devmesh_core.graph.server import EmbeddedServer
 from devmesh_core.graph.topology import CooccurrenceSettings, parse_topology
+from devmesh_core.reason.runbooks import bundled_runbooks_dir, lint_runbooks
 from devmesh_core.store import LogStore, open_store
 from devmesh_core.templates import MinerConfig, SignatureMiner
 
@@ -431,6 +432,8 @@ def test_cli_project_show_tree_and_dot(
     result = runner.invoke(app, ["graph", "project", "--topology", str(topology), "--no-propose"])
     assert result.exit_code == 0, result.output
     assert "full:" in result.output and "2 config dependencies" in result.output
+    bundled = len(lint_runbooks(bundled_runbooks_dir())[0])
+    assert bundled >= 10 and graph.stats().nodes["Runbook"] == bundled  # linked by the pass
 
     dot_file = tmp_path / "web.dot"
     result = runner.invoke(app, ["graph", "show", "web", "--dot", str(dot_file)])
@@ -458,5 +461,6 @@ def test_cli_project_show_tree_and_dot(
     assert forced.exit_code == 0, forced.output
     assert "rebuild:" in forced.output
     assert graph.stats().nodes["Incident"] == 0
+    assert graph.stats().nodes["Runbook"] == bundled  # cleared, then linked again
     # the config edges went with the clear, as the help says: no file, no config edges
     assert graph.neighbourhood("web").depends_on == ()

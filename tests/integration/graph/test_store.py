@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -415,3 +417,187 @@ def test_concurrent_writers_and_readers(graph: FalkorDBGraphStore) -> None:
     assert sorted((t.signature, t.count) for t in hood.templates) == [
         (f"s{n}", 20) for n in range(4)
     ]
+
+
+# ---------------------------------------------------------------- reads against an oracle
+# neighbourhood and recall are single queries built for speed (branches cut early, labels
+# implied by edge types left out); these tests compare them with a plain Python reading of
+# the same records, on small random graphs with ties, missing timestamps and exclusions.
+
+
+def _random_history(seed: int) -> tuple[list[GraphRecord], dict[str, Any]]:
+    """Incidents over a few services and templates, with tied and missing ``opened_at``."""
+    rng = random.Random(seed)
+    services = [f"svc{i}" for i in range(4)]
+    templates = [f"sig{i}" for i in range(6)]
+    records: list[GraphRecord] = [ServiceNode(s) for s in services]
+    truth: dict[str, Any] = {"opened": {}, "services": {}, "templates": {}}
+    for n in range(70):
+        iid = f"inc-{n:03d}"
+        # Few distinct times, so ties at the cut are common; some incidents have none.
+        opened = None if rng.random() < 0.1 else T0 + timedelta(hours=rng.randrange(12))
+        records.append(IncidentNode(iid, title=f"incident {n}", opened_at=opened))
+        sigs = set(rng.sample(templates, rng.choice([0, 1, 1, 2, 3])))
+        svcs = set(rng.sample(services, rng.choice([0, 1, 1, 2])))
+        records += [Involves(iid, "Template", t) for t in sorted(sigs)]
+        records += [Involves(iid, "Service", s) for s in sorted(svcs)]
+        if rng.random() < 0.2:
+            records.append(Involves(iid, "Host", "h1"))
+        truth["opened"][iid] = to_millis(opened) if opened else 0
+        truth["services"][iid] = svcs
+        truth["templates"][iid] = sigs
+    return records, truth
+
+
+def _expected_recall(
+    truth: dict[str, Any], sigs: list[str], service: str | None, limit: int, exclude: set[str]
+) -> list[tuple[str, tuple[str, ...], bool]]:
+    """The documented ranking: signatures matched, involves the service, newest, then id."""
+    rows = []
+    for iid, templates in truth["templates"].items():
+        matched = tuple(sorted(templates & set(sigs)))
+        involves = service is not None and service in truth["services"][iid]
+        if iid in exclude or not (matched or involves):
+            continue
+        rows.append((iid, matched, involves))
+    rows.sort(key=lambda r: (-len(r[1]), not r[2], -truth["opened"][r[0]], r[0]))
+    return rows[:limit]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_recall_matches_the_documented_ranking(graph: FalkorDBGraphStore, seed: int) -> None:
+    records, truth = _random_history(seed)
+    graph.upsert(records)
+    rng = random.Random(seed)
+    ids = sorted(truth["opened"])
+    for _ in range(60):
+        sigs = rng.sample([f"sig{i}" for i in range(7)], rng.choice([0, 1, 1, 2, 3]))  # sig6: none
+        service = rng.choice(["svc0", "svc1", "svc2", "svc3", "nope", None])
+        if not sigs and service is None:
+            service = "svc1"
+        limit = rng.choice([1, 2, 5, 10, 100])
+        exclude = set(rng.sample(ids, rng.choice([0, 0, 1, 5])))
+        got = graph.recall(
+            signature=sigs[0] if len(sigs) == 1 else sigs,
+            service=service,
+            limit=limit,
+            exclude=exclude,
+        )
+        expected = _expected_recall(truth, sigs, service, limit, exclude)
+        assert [(p.id, p.matched_signatures, p.involves_service) for p in got] == expected, (
+            sigs,
+            service,
+            limit,
+            sorted(exclude),
+        )
+        for past in got:
+            assert past.services == tuple(sorted(truth["services"][past.id]))
+
+
+def test_recall_service_incidents_fill_up_behind_signature_matches(
+    graph: FalkorDBGraphStore,
+) -> None:
+    # The service-only candidates are looked at only when the signatures have fewer than
+    # limit (+ excluded) incidents; both sides of that boundary.
+    records: list[GraphRecord] = []
+    for n in range(3):  # old incidents with the signature, elsewhere
+        iid = f"sig-{n}"
+        records += [
+            IncidentNode(iid, opened_at=T0 - timedelta(days=10 + n)),
+            Involves(iid, "Template", "s1"),
+            Involves(iid, "Service", "other"),
+        ]
+    for n in range(3):  # newer incidents of the service, no signature
+        iid = f"svc-{n}"
+        records += [
+            IncidentNode(iid, opened_at=T0 - timedelta(days=n)),
+            Involves(iid, "Service", "api"),
+        ]
+    graph.upsert(records)
+
+    def ids(limit: int, exclude: tuple[str, ...] = ()) -> list[str]:
+        found = graph.recall(signature="s1", service="api", limit=limit, exclude=exclude)
+        return [p.id for p in found]
+
+    assert ids(limit=2) == ["sig-0", "sig-1"]
+    assert ids(limit=3) == ["sig-0", "sig-1", "sig-2"]
+    assert ids(limit=4) == ["sig-0", "sig-1", "sig-2", "svc-0"]
+    assert ids(limit=3, exclude=("sig-1",)) == ["sig-0", "sig-2", "svc-0"]
+    assert ids(limit=10, exclude=("sig-0", "svc-0")) == ["sig-1", "sig-2", "svc-1", "svc-2"]
+
+
+def test_neighbourhood_cuts_and_orders(graph: FalkorDBGraphStore) -> None:
+    records: list[GraphRecord] = [ServiceNode("api", kind="http")]
+    for n in range(8):  # last_seen ties broken by signature; one never seen
+        seen = None if n == 7 else T0 - timedelta(hours=n // 2)
+        records.append(Emits("api", f"t{n}", n + 1, seen))
+    records += [
+        RunbookNode("rb-old", title="old template"),
+        Covers("rb-old", "Template", "t6"),  # a template outside the most recent few
+        Covers("rb-old", "Template", "t5"),
+        RunbookNode("rb-both", title="both"),
+        Covers("rb-both", "Template", "t0"),
+        Covers("rb-both", "Service", "api"),
+    ]
+    for n in range(4):
+        iid = f"i{n}"
+        records += [
+            IncidentNode(iid, opened_at=T0 - timedelta(minutes=n)),
+            Involves(iid, "Service", "api"),
+        ]
+    records.append(IncidentNode("i3", status="resolved"))
+    graph.upsert(records)
+
+    hood = graph.neighbourhood("api", templates=3, incidents=2)
+    assert [(t.signature, t.count) for t in hood.templates] == [("t0", 1), ("t1", 2), ("t2", 3)]
+    assert [i.id for i in hood.open_incidents] == ["i0", "i1"]
+    assert [(r.id, r.via) for r in hood.runbooks] == [
+        ("rb-both", "service"),
+        ("rb-old", "template"),
+    ]
+
+    everything = graph.neighbourhood("api", templates=100, incidents=100)
+    assert [t.signature for t in everything.templates] == [f"t{n}" for n in range(8)]
+    assert everything.templates[-1].last_seen is None
+    assert [i.id for i in everything.open_incidents] == ["i0", "i1", "i2"]  # i3 resolved
+
+    recent = graph.neighbourhood("api", since=T0 - timedelta(hours=1), incidents=0)
+    assert [t.signature for t in recent.templates] == ["t0", "t1", "t2", "t3"]
+    assert recent.open_incidents == ()
+    assert [r.id for r in recent.runbooks] == ["rb-both", "rb-old"]  # through any template
+
+
+def test_compact_rows_parse_scalars_and_fall_back(graph: FalkorDBGraphStore) -> None:
+    graph.upsert([ServiceNode("api", kind="http")])
+    (scalars, nodes) = graph._read_many(
+        [
+            ("RETURN 1, 'x', 1.5, true, false, null, [1, [2.0, 'y']], {a: 1, b: [null]}", {}),
+            ("MATCH (s:Service) RETURN s, s.name", {}),
+        ]
+    )
+    assert scalars == [[1, "x", 1.5, True, False, None, [1, [2.0, "y"]], {"a": 1, "b": [None]}]]
+    ((node, name),) = nodes
+    assert node.properties == {"name": "api", "kind": "http"} and name == "api"
+
+
+def test_reads_planned_before_their_types_exist(graph: FalkorDBGraphStore) -> None:
+    # FalkorDB caches a plan per query text; one made while DEPENDS_ON, RESOLVED_BY … did not
+    # exist yet must still read their properties once they do (a pattern comprehension does
+    # not: its edge properties stay null).
+    graph.upsert([ServiceNode("api"), IncidentNode("i1", opened_at=T0)])
+    assert graph.neighbourhood("api").depends_on == ()
+    assert graph.recall(service="api", signature=["s1", "s2"]) == []
+    assert graph.recall(service="api", signature="s1") == []
+    graph.upsert(fleet())
+    graph.record_fix(FixRecord("i-old", "restart_unit", T0, approver="alice"))
+    hood = graph.neighbourhood("api")
+    assert [(d.service, d.confidence, d.sources) for d in hood.depends_on] == [
+        ("cache", 0.4, ("traces",)),
+        ("db", 1.0, ("config", "traces")),
+    ]
+    assert [(d.service, d.sources) for d in hood.dependents] == [("web", ("traces",))]
+    assert hood.templates[0].count == 10
+    (old,) = [
+        p for p in graph.recall(service="api", signature=["s-conn", "s-slow"]) if p.id == "i-old"
+    ]
+    assert [(f.action, f.approver) for f in old.fixes] == [("restart_unit", "alice")]
