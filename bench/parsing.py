@@ -153,15 +153,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = [evaluate_system(log, max(1, args.repeat)) for log in logs]
 
     table = Table(title=f"Template mining on {args.data}")
-    for col in ("system", "GA", "PA", "PA strict", "tpl/truth", "lines/s",
-                "Drain3 GA", "Drain3 PA", "Drain3 tpl", "Drain3 lines/s", "speed ratio"):
+    for col in (
+        "system",
+        "GA",
+        "PA",
+        "PA strict",
+        "tpl/truth",
+        "lines/s",
+        "Drain3 GA",
+        "Drain3 PA",
+        "Drain3 tpl",
+        "Drain3 lines/s",
+        "speed ratio",
+    ):
         table.add_column(col, justify="left" if col == "system" else "right")
     for r in results:
         table.add_row(
-            r.system, f"{r.ga:.3f}", f"{r.pa:.3f}", f"{r.pa_strict:.3f}",
-            f"{r.templates}/{r.truth_templates}", f"{r.lps:,.0f}",
-            f"{r.drain3_ga:.3f}", f"{r.drain3_pa:.3f}", str(r.drain3_templates),
-            f"{r.drain3_lps:,.0f}", f"{r.lps / r.drain3_lps:.2f}",
+            r.system,
+            f"{r.ga:.3f}",
+            f"{r.pa:.3f}",
+            f"{r.pa_strict:.3f}",
+            f"{r.templates}/{r.truth_templates}",
+            f"{r.lps:,.0f}",
+            f"{r.drain3_ga:.3f}",
+            f"{r.drain3_pa:.3f}",
+            str(r.drain3_templates),
+            f"{r.drain3_lps:,.0f}",
+            f"{r.lps / r.drain3_lps:.2f}",
         )
     total_lines = sum(r.lines for r in results)
     pipe_lps = total_lines / sum(r.lines / r.lps for r in results)
@@ -180,10 +198,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     table.add_section()
     table.add_row(
-        "average", f"{summary['avg_ga']:.3f}", f"{summary['avg_pa']:.3f}",
-        f"{summary['avg_pa_strict']:.3f}", "", f"{pipe_lps:,.0f}",
-        f"{summary['drain3_avg_ga']:.3f}", f"{summary['drain3_avg_pa']:.3f}", "",
-        f"{drain_lps:,.0f}", f"{summary['speed_ratio']:.2f}",
+        "average",
+        f"{summary['avg_ga']:.3f}",
+        f"{summary['avg_pa']:.3f}",
+        f"{summary['avg_pa_strict']:.3f}",
+        "",
+        f"{pipe_lps:,.0f}",
+        f"{summary['drain3_avg_ga']:.3f}",
+        f"{summary['drain3_avg_pa']:.3f}",
+        "",
+        f"{drain_lps:,.0f}",
+        f"{summary['speed_ratio']:.2f}",
     )
     console = Console()
     if not console.is_terminal:

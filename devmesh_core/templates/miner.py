@@ -550,7 +550,7 @@ class SignatureMiner:
     def _sibling_keys(tokens: Tokens) -> Iterable[tuple[int, Tokens]]:
         for p, tok in enumerate(tokens):
             if tok != WILDCARD:
-                yield p, (*tokens[:p], WILDCARD, *tokens[p + 1:])
+                yield p, (*tokens[:p], WILDCARD, *tokens[p + 1 :])
 
     def _merge(self, templates: Iterable[_Template], tokens: Tokens) -> _Template:
         """Make ``templates`` one template with ``tokens``; the oldest id survives.

@@ -41,8 +41,10 @@ def test_addresses(masker: Masker, message: str, expected: str) -> None:
         ("fpr29=0xffffffff ffffffff", "fpr29=<*> <*>"),
         ("id 54fadb412c4e40cdbaed9335e4c35a9e done", "id <*> done"),
         ("[instance: b9000564-fe1a-409b-b8cc-1e88b294cd1d] Claim", "[instance: <*>] Claim"),
-        ("event network-vif-plugged:e3871ffd-5cd5-4287-bddd-3529f7b59515 ok",
-         "event network-vif-plugged:<*> ok"),
+        (
+            "event network-vif-plugged:e3871ffd-5cd5-4287-bddd-3529f7b59515 ok",
+            "event network-vif-plugged:<*> ok",
+        ),
     ],
 )
 def test_hex_and_uuids(masker: Masker, message: str, expected: str) -> None:
@@ -61,8 +63,10 @@ def test_hex_and_uuids(masker: Masker, message: str, expected: str) -> None:
         ("GET https://example.org/a/b?x=1&y=2 ok", "GET <*> ok"),
         ("listening on [akka.tcp://sys@10.10.34.11:55904]", "listening on [<*>]"),
         ("split: hdfs://10.10.34.11:9000/pjhe/test/1/kmeans_data.txt:0+62", "split: <*>"),
-        ('10.11.10.1 "GET /v2/54fa/servers/detail HTTP/1.1" status: 200',
-         '<*> "GET <*>" status: <*>'),
+        (
+            '10.11.10.1 "GET /v2/54fa/servers/detail HTTP/1.1" status: 200',
+            '<*> "GET <*>" status: <*>',
+        ),
         ("mail to ops@example.com sent", "mail to <*> sent"),
         ("node cp-1.slowvm1.tcloud-pg0.utah.cloudlab.us up", "node <*> up"),
         ("host proxy.cse.cuhk.edu.hk:5070 open", "host <*>:<*> open"),
@@ -153,7 +157,11 @@ def test_boolean_and_user_words_are_values(masker: Masker) -> None:
 
 def test_tokenize_squeezes_whitespace_and_many_reuses_results(masker: Masker) -> None:
     assert masker.tokenize("  Invalid user  0101 from 5.188.10.180 ") == [
-        "Invalid", "user", "<*>", "from", "<*>",
+        "Invalid",
+        "user",
+        "<*>",
+        "from",
+        "<*>",
     ]
     lines = ["a 1", "b 2", "a 1"]
     out = masker.tokenize_many(lines)

@@ -61,8 +61,11 @@ def test_one_word_event_types_stay_apart() -> None:
 
 
 def test_word_variable_is_found_from_masked_values_in_the_same_column() -> None:
-    lines = ["session closed for user root", "session closed for user cyrus",
-             "session closed for user news"] * 3
+    lines = [
+        "session closed for user root",
+        "session closed for user cyrus",
+        "session closed for user news",
+    ] * 3
     lines += ["session opened for user cyrus by (uid=0)", "session opened for user news by (uid=0)"]
     results = SignatureMiner().add_many(lines)
     assert results[0].template == "session closed for user <*>"
