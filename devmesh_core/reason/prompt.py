@@ -7,15 +7,16 @@ enumerates the evidence ids the model may cite, caps every list (``maxItems``) a
 (``maxLength``) — small models given an unbounded list emit items until the token limit —
 and the answer is only ever parsed as data, never executed. **The prompt is short**: a
 small model on two CPU cores reads only ~25-40 prompt tokens a second here, so the model
-sees the top of the ranked evidence (what the rule-based draft cites first, samples folded
-into their templates, no steady background noise) and the draft itself to confirm or
-correct, not the whole bundle: ~800 prompt tokens instead of ~1,800 (measured with
-``bench/triage.py --llamacpp``; figures in ``bench/RESULTS.md``).
+sees the top of the ranked evidence (what the rule-based draft cites first, then the
+origin's own lines, samples folded into their templates, no steady background noise) and
+the draft itself to confirm or correct, not the whole bundle: ~770 prompt tokens instead of
+~1,800 (measured with ``bench/triage.py --llamacpp``; figures in ``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,10 +35,10 @@ MAX_RUNBOOKS = 3
 PROMPT_EVIDENCE = 12
 """Evidence items a model is shown (and may cite): the top of the ranked bundle."""
 PROMPT_LINE = 200
+"""Characters of one evidence line in the prompt (long log lines lose their middle)."""
 PROMPT_MIN_SCORE = 0.5
 """Below this rank score an item is background (steady sshd noise and the like): shown
 only when the draft cites it."""
-"""Characters of one evidence line in the prompt (long log lines are cut)."""
 COMPACT_EVIDENCE = 8
 """Evidence items a small in-process model is shown (every prompt token costs ~40 ms on
 two cores, measured with Qwen2.5-Coder-1.5B)."""
@@ -57,10 +58,28 @@ SYSTEM = (
 )
 
 FORMAT = (
-    "Answer as JSON: origin_service (where the failure started), evidence_ids (ids from "
-    "the list, the key error first), root_cause (one or two sentences: which service failed "
-    "and why, quoting the key error message), confidence (0-1)"
+    "Answer as JSON: evidence_ids (ids from the list: the origin's key error first, then "
+    "the errors it caused elsewhere), origin_service (the upstream-most failing service), "
+    "root_cause (one or two sentences: start with the origin service's name, then say what "
+    "failed in it and why, quoting its most specific error message rather than a generic "
+    "exit status or a downstream symptom), confidence (0-1)"
 )
+
+
+COMPACT_ASK = (
+    "origin_service: where the failure started, often not the service asked about. "
+    "root_cause in this shape: <origin service>: '<its key error, word for word>' - "
+    "<why, in a few words>."
+)
+"""The compact prompt's last line, read just before the answer: the shape of the root
+cause. A 1.5B model follows a shape better than an instruction; asked only to "quote the
+key error" it paraphrases it or spends its 240 characters on a symptom (measured with
+``bench/triage.py``: 15-16/18 on its own text with instructions, 17-18/18 with the
+shape)."""
+COMPACT_ASK_DEPLOYED = "<origin service>: since the deployment of <version>: '"
+"""The start of the shape when the draft ties the onset to a deployment (it cites one):
+what changed is the first thing to say, and a 1.5B model asked for it in a separate
+sentence, or after the quote, stopped after the quote."""
 
 
 def system_prompt(*, compact: bool = False) -> str:
@@ -90,6 +109,20 @@ def _sample_ids(bundle: EvidenceBundle) -> dict[str, str]:
     return out
 
 
+def _steady_ids(bundle: EvidenceBundle) -> set[str]:
+    """Template evidence ids whose window count is what the baseline predicts (at most
+    twice the baseline rate, plus two for small counts): the fleet's steady background,
+    such as sshd brute-force noise, which ranks above ``min_score`` when it is plentiful
+    but explains nothing. About 40 prompt tokens per line saved on a small model."""
+    scope = bundle.scope
+    ratio = scope.window_seconds / scope.baseline_seconds
+    return {
+        act.evidence_id
+        for act in bundle.activities
+        if not act.new and act.window <= 2 * act.baseline * ratio + 2
+    }
+
+
 def select_evidence(
     bundle: EvidenceBundle,
     hints: Diagnosis | None = None,
@@ -99,15 +132,24 @@ def select_evidence(
     min_score: float = PROMPT_MIN_SCORE,
 ) -> list[Evidence]:
     """The evidence a model is shown: ids in ``keep`` (earlier turns' citations), then
-    what the rule-based draft cites, then the bundle by rank down to ``min_score``. A
-    sample event is left out when its template is shown (the template's line quotes the
-    sample), and service summaries go into their own prompt line."""
+    what the rule-based draft cites, then the bundle by rank down to ``min_score``,
+    leaving out steady background (errors at their baseline rate); within the draft's
+    citations and within the rest, the draft origin's own lines lead. A sample event is left
+    out when its template is shown (the template's line quotes the sample), and service
+    summaries go into their own prompt line."""
     samples = _sample_ids(bundle)
     ranked = [e for e in bundle.evidence if e.kind != "service"]
     by_id = {e.id: e for e in ranked}
-    first = [*keep, *(e.id for e in (hints.evidence if hints is not None else []))]
-    ordered: list[Evidence] = [by_id[i] for i in dict.fromkeys(first) if i in by_id]
-    ordered += [e for e in ranked if e.score >= min_score]
+    cited = [e.id for e in (hints.evidence if hints is not None else [])]
+    first = [*keep, *cited]
+    steady = _steady_ids(bundle) - set(first)
+    rest = [e for e in ranked if e.score >= min_score and e.id not in steady]
+    drafted = [by_id[i] for i in dict.fromkeys(cited) if i in by_id and i not in keep]
+    origin = hints.origin_service if hints is not None else None
+    if origin:  # the origin's own words first (a 1.5B model quotes what it reads first)
+        drafted.sort(key=lambda e: e.service != origin)
+        rest.sort(key=lambda e: e.service != origin)
+    ordered = [by_id[i] for i in dict.fromkeys(keep) if i in by_id] + drafted + rest
     shown: list[Evidence] = []
     seen: set[str] = set()
     for item in ordered:
@@ -128,9 +170,11 @@ def output_schema(
 ) -> dict[str, Any]:
     """The JSON schema of an answer, bounded: ids from ``ids`` (default: the whole
     bundle) only, capped lists and strings. ``compact`` is the tighter shape a small
-    local model gets: origin, at most three ids and a short root cause, required in the
-    order a diagnosis is reasoned (origin, evidence, then the explanation); its next steps
-    and actions come from the matched runbook, not from generated text."""
+    local model gets: at most three ids, origin and a short root cause, required in the
+    order a diagnosis is reasoned (the evidence, the origin it points to, then the
+    explanation: asked for the origin first, a 1.5B model names the service the question
+    is about); its next steps and actions come from the matched runbook, not from
+    generated text."""
     allowed = list(ids) if ids is not None else [e.id for e in bundle.evidence]
     allowed = allowed or ["none"]
     runbook_ids = [m.runbook.id for m in bundle.runbooks[:MAX_RUNBOOKS]]
@@ -168,8 +212,8 @@ def output_schema(
     }
     if compact:
         properties: dict[str, Any] = {
-            "origin_service": origin,
             "evidence_ids": evidence,
+            "origin_service": origin,
             "root_cause": root_cause,
             "confidence": confidence,
         }
@@ -212,10 +256,55 @@ def _line(item: Evidence, redactor: Redactor, templates: dict[str, str]) -> str:
     text = templates.get(item.id, item.text)
     if item.kind == "runbook":  # its title says what it covers; the body is for people
         text = text.split(" — ", 1)[0]
-    text = " ".join(redactor.redact(text).split())
-    if len(text) > PROMPT_LINE:
-        text = text[: PROMPT_LINE - 1] + "…"
-    return f"[{item.id}] {text}"
+    return f"[{item.id}] {_clip(' '.join(redactor.redact(text).split()))}"
+
+
+def _clip(text: str, limit: int = PROMPT_LINE) -> str:
+    """``text`` cut to at most ``limit`` characters by dropping its middle, at word
+    boundaries where there are any: a log line's head says who logged it, its tail
+    usually says why (``…: certificate has expired``, ``…: Permission denied``), the middle
+    is request and client detail."""
+    if len(text) <= limit:
+        return text
+    tail_len = limit // 3
+    head = text[: limit - tail_len - 1]
+    tail = text[-tail_len:]
+    head = head.rsplit(" ", 1)[0] if " " in head[len(head) // 2 :] else head
+    tail = tail.split(" ", 1)[1] if " " in tail[: len(tail) // 2] else tail
+    return f"{head}…{tail}"
+
+
+_QUOTE = re.compile(r"(Also: )?“([^”]*)”(?: \(\d+x in the window[^)]*\))?\.?")
+"""A quoted template in the draft's text, with its counts (how ``diagnose`` quotes)."""
+DRAFT_QUOTE = 120
+"""Characters of a sample quoted in the draft."""
+
+
+def _draft_text(draft: str, bundle: EvidenceBundle, shown: Sequence[Evidence]) -> str:
+    """The draft's root cause for the prompt, shorter and concrete: a quoted template of a
+    shown evidence line becomes that line's sample without the counts (the line gives
+    them), and its further quotes (``Also: …``) of shown lines are dropped (the lines
+    follow right below; ~30-40 tokens each). A small model copies the draft's quote, and
+    the sample says what happened (``port 53``) where the ``<*>`` pattern does not.
+    Quotes of templates that are not shown stay as they are."""
+    ids = {e.id for e in shown}
+    samples = [
+        (" ".join(act.text.split()), " ".join(act.samples[0].message.split()))
+        for act in bundle.activities
+        if act.evidence_id in ids and act.samples
+    ]
+
+    def replace(found: re.Match[str]) -> str:
+        also, quoted = found.group(1), found.group(2).removesuffix("…")
+        for text, sample in samples:
+            if quoted and text.startswith(quoted):
+                if also:
+                    return ""
+                end = "." if found.group(0).endswith(".") else ""
+                return f"“{_clip(sample, DRAFT_QUOTE)}”{end}"
+        return found.group(0)
+
+    return " ".join(_QUOTE.sub(replace, draft).split())
 
 
 def _service_counts(bundle: EvidenceBundle) -> str:
@@ -239,7 +328,10 @@ def build_prompt(
     """The user prompt: the question, the window, the dependencies and per-service error
     counts, the evidence (redacted, with ids), earlier turns, the rule-based draft to
     confirm or correct, and the answer format (in the system prompt when ``compact``).
-    ``evidence`` defaults to :func:`select_evidence`."""
+    ``evidence`` defaults to :func:`select_evidence`; the draft quotes concrete samples
+    (:func:`_draft_text`). ``compact`` puts the draft right after the question, so a small
+    model reads the evidence as a check of a hypothesis, and ends with the shape of the
+    root cause (:data:`COMPACT_ASK`)."""
     r = redactor.redact
     scope = bundle.scope
     shown = list(evidence) if evidence is not None else select_evidence(bundle, hints)
@@ -249,8 +341,17 @@ def build_prompt(
         f"Window: {scope.since:%Y-%m-%d %H:%M}Z to {scope.until:%H:%M}Z; baseline: the "
         f"{hours:g} h before.",
     ]
+    draft = ""
+    if hints is not None and hints.evidence:
+        origin = f" Origin: {hints.origin_service}." if hints.origin_service else ""
+        draft = (
+            "Draft by the rule-based analysis (confirm it, or correct it if the evidence "
+            f"disagrees):{origin} {r(_draft_text(hints.root_cause, bundle, shown))}"
+        )
     if scope.services or scope.hosts:
         lines.append(f"Named: services {scope.services or '-'}, hosts {scope.hosts or '-'}.")
+    if compact and draft:
+        lines.append(draft)
     deps = [f"{s} -> {', '.join(sorted(d))}" for s, d in sorted(bundle.dependencies.items()) if d]
     if deps:
         lines.append("Depends on (A -> B: A needs B): " + "; ".join(r(d) for d in deps[:20]))
@@ -264,17 +365,20 @@ def build_prompt(
     lines.append("Evidence (Nx = count in the window; new = never in the baseline):")
     templates = _template_lines(bundle)
     lines.extend(_line(item, redactor, templates) for item in shown)
-    if hints is not None and hints.evidence:
-        origin = f" Origin: {hints.origin_service}." if hints.origin_service else ""
-        lines.append(
-            "Draft by the rule-based analysis (confirm it, or correct it if the evidence "
-            f"disagrees):{origin} {r(hints.root_cause)}"
-        )
+    if draft and not compact:
+        lines.append(draft)
     if not compact:
         lines.append(
             f"{FORMAT}, next_steps (at most {MAX_STEPS} short imperative steps), runbook_ids."
         )
-    return "\n".join(lines)
+        return "\n".join(lines)
+    ask = COMPACT_ASK
+    if hints is not None and any(e.kind == "deployment" for e in hints.evidence):
+        ask = ask.replace("<origin service>: '", COMPACT_ASK_DEPLOYED)
+    lines.append(ask)
+    # A small model copying a log line into a JSON string often ends the string at the
+    # line's first double quote instead of escaping it: it reads single quotes instead.
+    return "\n".join(lines).replace('"', "'")
 
 
 def repair_prompt(prompt: str, answer: str, problem: str, redactor: Redactor) -> str:

@@ -103,3 +103,38 @@ def test_default_stream_is_one_chunk_of_complete_json() -> None:
     assert llm.schemas[0]["required"] == ["text"]
     assert list(_Echo("not json").stream("s", "p", timeout=1)) == ["not json"]
     assert _Echo("x").describe() == "echo"
+
+
+def test_llamacpp_aliases_the_citable_ids_and_maps_them_back() -> None:
+    from devmesh_core.reason.llm.llamacpp import _Restore, _shorten, id_aliases
+
+    ids = ["template:Ta8a51fd978a7", "deployment:api-2.4.0", "host:db2", "none"]
+    schema = {
+        "properties": {
+            "origin_service": {"anyOf": [{"type": "string", "enum": ["api"]}]},
+            "evidence_ids": {"type": "array", "items": {"type": "string", "enum": ids}},
+        }
+    }
+    aliases = id_aliases(schema)
+    assert aliases == {
+        "template:Ta8a51fd978a7": "E1",
+        "deployment:api-2.4.0": "E2",
+        "host:db2": "E3",
+    }
+    assert id_aliases({"type": "object"}) == {}
+    # Whole ids only: a longer id or plain text that contains one stays as it is.
+    prompt = "[template:Ta8a51fd978a7] api 2.4.0 is live [deployment:api-2.4.0] host:db22"
+    assert _shorten(prompt, aliases) == "[E1] api 2.4.0 is live [E2] host:db22"
+
+    answer = (
+        '{ "origin_service": "api", "evidence_ids": ["E1", "E2"], '
+        '"root_cause": "api: \\"E12\\" after [E2]", "confidence": 0.9 }'
+    )
+    expected = answer.replace('"E1"', '"template:Ta8a51fd978a7"').replace(
+        '"E2"', '"deployment:api-2.4.0"'
+    )
+    expected = expected.replace("[E2]", "[deployment:api-2.4.0]")
+    for size in (1, 2, 3, 7, len(answer)):  # however the stream splits it
+        restore = _Restore(aliases)
+        pieces = [restore.feed(answer[i : i + size]) for i in range(0, len(answer), size)]
+        assert "".join(pieces) + restore.flush() == expected
