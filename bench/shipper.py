@@ -41,17 +41,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ingest.journald import write_journal  # noqa: E402
-from tests.conftest import free_port, wait_healthy  # noqa: E402
+from tests.conftest import ServeProcess, free_port  # noqa: E402
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 DEVMESH = str(ROOT / ".venv" / "bin" / "devmesh")
 OUT = ROOT / "bench" / "out"
 TOKEN = "bench-token"
-UNITS = ["nginx", "postgresql", "sshd", "dockerd", "cron", "systemd-networkd", "kubelet",
-         "node-exporter", "grafana", "prometheus"]
+UNITS = [
+    "nginx",
+    "postgresql",
+    "sshd",
+    "dockerd",
+    "cron",
+    "systemd-networkd",
+    "kubelet",
+    "node-exporter",
+    "grafana",
+    "prometheus",
+]
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
 
 def entries(start: int, count: int, host: str = "node1") -> Any:
     """Synthetic but journal-shaped entries: units, priorities, PIDs, a few binary messages."""
@@ -74,7 +85,7 @@ def entries(start: int, count: int, host: str = "node1") -> Any:
             "SYSLOG_FACILITY": "3",
             "PRIORITY": str(rng.choice("6666666543")),
             "MESSAGE": f"{unit}[{i}]: request id={i:08x} took {rng.randint(1, 900)} ms "
-                       f"path=/api/v1/items/{i % 313} status={rng.choice([200, 200, 404, 500])}",
+            f"path=/api/v1/items/{i % 313} status={rng.choice([200, 200, 404, 500])}",
         }
         if i % 1000 == 7:
             fields["MESSAGE"] = b"binary \xff\xfe payload " + str(i).encode()
@@ -91,58 +102,18 @@ def make_journal(directory: Path, count: int) -> Path:
     started = time.perf_counter()
     write_journal(directory / "bench.journal", entries(0, count))
     marker.touch()
-    print(f"  built {count} entries with systemd-journal-remote in "
-          f"{time.perf_counter() - started:.1f}s -> {directory}")
+    print(
+        f"  built {count} entries with systemd-journal-remote in "
+        f"{time.perf_counter() - started:.1f}s -> {directory}"
+    )
     return directory
 
 
-class Server:
+class Server(ServeProcess):
     """``devmesh serve`` as a subprocess on a fresh data dir (or an existing one)."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Server:
-        env = dict(os.environ, DEVMESH_DATA_DIR=str(self.data_dir), DEVMESH_API_TOKENS=TOKEN,
-                   DEVMESH_LOG_FORMAT="json")
-        self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [DEVMESH, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        if wait_healthy(self.url, self.proc, timeout=30):
-            return self
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"server exited with {self.proc.returncode}")
-        raise RuntimeError("server did not become healthy")
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-    def get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(self.url + path, params=params, timeout=60,
-                             headers={"Authorization": f"Bearer {TOKEN}"})
-        response.raise_for_status()
-        return response.json()
-
-    def all_events(self) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            params: dict[str, Any] = {"limit": 1000, "order": "asc"}
-            if cursor:
-                params["cursor"] = cursor
-            page = self.get("/query/logs", **params)
-            events.extend(page["events"])
-            cursor = page["next"]
-            if not cursor:
-                return events
+        super().__init__(data_dir, token=TOKEN, port=port)
 
 
 class _SinkHandler(BaseHTTPRequestHandler):
@@ -187,10 +158,28 @@ def shipper_cmd(
     url: str, state: Path, journal: Path, batch: int, *, follow: bool, fmt: str = "json"
 ) -> list[str]:
     return [
-        PYTHON, "-m", "devmesh.cli.ship", "--server", url, "--token", TOKEN,
-        "--state-dir", str(state), "--directory", str(journal), "--start", "head",
-        "--batch-size", str(batch), "--batch-seconds", "0.5", "--heartbeat-seconds", "5",
-        "--follow" if follow else "--no-follow", "--format", fmt,
+        PYTHON,
+        "-m",
+        "devmesh.cli.ship",
+        "--server",
+        url,
+        "--token",
+        TOKEN,
+        "--state-dir",
+        str(state),
+        "--directory",
+        str(journal),
+        "--start",
+        "head",
+        "--batch-size",
+        str(batch),
+        "--batch-seconds",
+        "0.5",
+        "--heartbeat-seconds",
+        "5",
+        "--follow" if follow else "--no-follow",
+        "--format",
+        fmt,
     ]
 
 
@@ -245,26 +234,35 @@ def journal_bodies(journal: Path, batch: int) -> list[bytes]:
     from ingest.journald import EntryMapper
 
     mapper = EntryMapper("bench")
-    out = subprocess.run(["journalctl", "--directory", str(journal), "-o", "json", "--all"],
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["journalctl", "--directory", str(journal), "-o", "json", "--all"],
+        capture_output=True,
+        check=True,
+    ).stdout
     events = [orjson.dumps(mapper.to_event(orjson.loads(line))) for line in out.splitlines()]
-    return [b"[" + b",".join(events[i:i + batch]) + b"]" for i in range(0, len(events), batch)]
+    return [b"[" + b",".join(events[i : i + batch]) + b"]" for i in range(0, len(events), batch)]
 
 
 # -- modes -------------------------------------------------------------------------------------
+
 
 def throughput(args: argparse.Namespace) -> None:
     work = OUT / "run"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    print(f"journal: {args.entries} entries; load average {os.getloadavg()} on "
-          f"{os.cpu_count()} cores (a shared machine: figures vary run to run)")
+    print(
+        f"journal: {args.entries} entries; load average {os.getloadavg()} on "
+        f"{os.cpu_count()} cores (a shared machine: figures vary run to run)"
+    )
     journal = make_journal(OUT / f"journal-{args.entries}", args.entries)
 
     for fmt in args.format:
         started = time.perf_counter()
-        subprocess.run(["journalctl", "--directory", str(journal), "-o", fmt, "--all"],
-                       stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(
+            ["journalctl", "--directory", str(journal), "-o", fmt, "--all"],
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
         jc = time.perf_counter() - started
         print(f"\n1. journalctl -o {fmt} alone: {args.entries / jc:>9,.0f} entries/s ({jc:.2f}s)")
 
@@ -281,17 +279,21 @@ def throughput(args: argparse.Namespace) -> None:
     bodies = journal_bodies(journal, args.batch_size[0])
     server = Server(work / "data-alone").start()
     try:
-        client = httpx.Client(base_url=server.url, timeout=120,
-                              headers={"Authorization": f"Bearer {TOKEN}",
-                                       "content-type": "application/json"})
+        client = httpx.Client(
+            base_url=server.url,
+            timeout=120,
+            headers={"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+        )
         started = time.perf_counter()
         for body in bodies:
             client.post("/ingest/logs", content=body).raise_for_status()
         alone = time.perf_counter() - started
     finally:
         server.stop()
-    print(f"\n3. server alone (batch {args.batch_size[0]}, POST prebuilt): "
-          f"{args.entries / alone:>9,.0f} entries/s ({alone:.2f}s)")
+    print(
+        f"\n3. server alone (batch {args.batch_size[0]}, POST prebuilt): "
+        f"{args.entries / alone:>9,.0f} entries/s ({alone:.2f}s)"
+    )
 
     for fmt in args.format:
         for batch in args.batch_size:
@@ -301,8 +303,7 @@ def throughput(args: argparse.Namespace) -> None:
                 stored = server.get("/info")["counts"]["events"]
             finally:
                 server.stop()
-            _report(f"4. shipper -o {fmt} -> devmesh serve (batch {batch}):", done,
-                    args.entries)
+            _report(f"4. shipper -o {fmt} -> devmesh serve (batch {batch}):", done, args.entries)
             print(f"   stored: {stored} events (journal entries + the shipper's node events)")
 
 
@@ -310,21 +311,29 @@ def _report(title: str, done: dict[str, Any], count: int) -> None:
     rate = count / done["wall_seconds"]
     rss = max(done["max_rss_mb"], done["vmhwm_mb"])
     print(f"\n{title}")
-    print(f"   {rate:>9,.0f} entries/s wall incl. startup ({done['wall_seconds']:.2f}s); "
-          f"{done['rate_per_second']:,.0f}/s in the loop; shipper RSS peak {rss:.1f} MB "
-          f"(ru_maxrss {done['max_rss_mb']:.1f}, VmHWM {done['vmhwm_mb']:.1f}) "
-          f"{'OK' if rss < 60 else 'OVER 60 MB'}")
-    print(f"   reader thread: waiting on journalctl {done['reader_read_seconds']:.2f}s, "
-          f"parse+filter+map+encode {done['reader_parse_seconds']:.2f}s, "
-          f"blocked on a full queue {done['reader_put_wait_seconds']:.2f}s")
+    print(
+        f"   {rate:>9,.0f} entries/s wall incl. startup ({done['wall_seconds']:.2f}s); "
+        f"{done['rate_per_second']:,.0f}/s in the loop; shipper RSS peak {rss:.1f} MB "
+        f"(ru_maxrss {done['max_rss_mb']:.1f}, VmHWM {done['vmhwm_mb']:.1f}) "
+        f"{'OK' if rss < 60 else 'OVER 60 MB'}"
+    )
+    print(
+        f"   reader thread: waiting on journalctl {done['reader_read_seconds']:.2f}s, "
+        f"parse+filter+map+encode {done['reader_parse_seconds']:.2f}s, "
+        f"blocked on a full queue {done['reader_put_wait_seconds']:.2f}s"
+    )
     per = 1e6 / count
-    print(f"   CPU: shipper {done['cpu_seconds']:.2f}s = {done['cpu_seconds'] * per:.0f} us/entry"
-          f" (one free core: ~{count / max(done['cpu_seconds'], 1e-9):,.0f} entries/s), "
-          f"journalctl {done['journalctl_cpu_seconds']:.2f}s = "
-          f"{done['journalctl_cpu_seconds'] * per:.0f} us/entry")
-    print(f"   sender thread: HTTP (server time + transfer) {done['http_seconds']:.2f}s over "
-          f"{done['requests']} requests, cursor commits {done['commit_seconds']:.2f}s "
-          f"({done['cursor_commits']}), waiting for the reader {done['wait_seconds']:.2f}s")
+    print(
+        f"   CPU: shipper {done['cpu_seconds']:.2f}s = {done['cpu_seconds'] * per:.0f} us/entry"
+        f" (one free core: ~{count / max(done['cpu_seconds'], 1e-9):,.0f} entries/s), "
+        f"journalctl {done['journalctl_cpu_seconds']:.2f}s = "
+        f"{done['journalctl_cpu_seconds'] * per:.0f} us/entry"
+    )
+    print(
+        f"   sender thread: HTTP (server time + transfer) {done['http_seconds']:.2f}s over "
+        f"{done['requests']} requests, cursor commits {done['commit_seconds']:.2f}s "
+        f"({done['cursor_commits']}), waiting for the reader {done['wait_seconds']:.2f}s"
+    )
 
 
 def crash_loop(args: argparse.Namespace) -> int:
@@ -346,29 +355,49 @@ def crash_loop(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         for cycle in range(args.crash_cycles):
-            config.write_text(f"cursor_commit_seconds: {rng.choice([0, 0.5, 1.0])}\n"
-                              "retry: {initial_seconds: 0.05, max_seconds: 0.2}\n")
+            config.write_text(
+                f"cursor_commit_seconds: {rng.choice([0, 0.5, 1.0])}\n"
+                "retry: {initial_seconds: 0.05, max_seconds: 0.2}\n"
+            )
             if cycle in outages:
                 server.stop(kill=True)
             starts = log.read_bytes().count(b"shipper_starting") if log.exists() else 0
             with log.open("ab") as err:
                 proc = subprocess.Popen(
-                    [*shipper_cmd(server.url, state, journal, rng.choice([5, 20, 50, 200]),
-                                  follow=True, fmt=rng.choice(args.format)),
-                     "--config", str(config), "--batch-seconds", "0.1"],
-                    cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                    [
+                        *shipper_cmd(
+                            server.url,
+                            state,
+                            journal,
+                            rng.choice([5, 20, 50, 200]),
+                            follow=True,
+                            fmt=rng.choice(args.format),
+                        ),
+                        "--config",
+                        str(config),
+                        "--batch-seconds",
+                        "0.1",
+                    ],
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
                 )
             if rng.random() < 0.8:  # time the kill from start-up done, or kill during it
                 deadline = time.monotonic() + 30
-                while (log.read_bytes().count(b"shipper_starting") <= starts
-                       and time.monotonic() < deadline and proc.poll() is None):
+                while (
+                    log.read_bytes().count(b"shipper_starting") <= starts
+                    and time.monotonic() < deadline
+                    and proc.poll() is None
+                ):
                     time.sleep(0.02)
             stop_at = time.monotonic() + rng.uniform(0.05, args.max_run)
             more = rng.randint(0, args.append)  # the journal grows, as on a live node
             if more:
                 time.sleep(rng.uniform(0, 0.3))
-                write_journal(journal / "node.journal",
-                              entries(written, more, host=rng.choice(["node1", "node2"])))
+                write_journal(
+                    journal / "node.journal",
+                    entries(written, more, host=rng.choice(["node1", "node2"])),
+                )
                 written += more
             time.sleep(max(0.0, stop_at - time.monotonic()))
             proc.send_signal(signal.SIGKILL)
@@ -378,17 +407,25 @@ def crash_loop(args: argparse.Namespace) -> int:
             if cycle in outages:
                 server.start()
             if (cycle + 1) % 10 == 0:
-                print(f"  {cycle + 1} kill -9 cycles ({len([o for o in outages if o <= cycle])}"
-                      f" during a server outage), {written} entries written, "
-                      f"{server.get('/info')['counts']['events']} events stored")
+                print(
+                    f"  {cycle + 1} kill -9 cycles ({len([o for o in outages if o <= cycle])}"
+                    f" during a server outage), {written} entries written, "
+                    f"{server.get('/info')['counts']['events']} events stored"
+                )
         final = subprocess.run(
-            [*shipper_cmd(server.url, state, journal, 500, follow=False,
-                          fmt=args.format[0]), "--config", str(config)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600,
+            [
+                *shipper_cmd(server.url, state, journal, 500, follow=False, fmt=args.format[0]),
+                "--config",
+                str(config),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=600,
         )
         if final.returncode != 0:
             sys.stderr.write(final.stderr.decode(errors="replace")[-3000:])
-        events = server.all_events()
+        events = server.events()
     finally:
         server.stop()
     print(f"  {time.perf_counter() - started:.0f}s; seed {args.seed}")
@@ -396,8 +433,11 @@ def crash_loop(args: argparse.Namespace) -> int:
 
 
 def verdict(journal: Path, events: list[dict[str, Any]], kills: int) -> int:
-    out = subprocess.run(["journalctl", "--directory", str(journal), "-o", "json", "--all"],
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["journalctl", "--directory", str(journal), "-o", "json", "--all"],
+        capture_output=True,
+        check=True,
+    ).stdout
     cursors = [orjson.loads(line)["__CURSOR"] for line in out.splitlines()]
     shipped = [e for e in events if e["source"] == "journald"]
     ids = [e["source_id"] for e in shipped]
@@ -408,27 +448,38 @@ def verdict(journal: Path, events: list[dict[str, Any]], kills: int) -> int:
     seq = [int(e["source_id"].split(";")[1][2:], 16) for e in by_id]
     in_order = all(a < b for a, b in itertools.pairwise(seq))
     ok = not missing and not extra and not dupes and len(ids) == len(cursors)
-    print(f"\ncrash loop: {kills} kill -9 cycles; journal {len(cursors)} entries; "
-          f"store {len(ids)} journald events; missing {len(missing)}, duplicated {dupes}, "
-          f"unknown {len(extra)}; arrival order {'kept' if in_order else 'NOT kept'}")
+    print(
+        f"\ncrash loop: {kills} kill -9 cycles; journal {len(cursors)} entries; "
+        f"store {len(ids)} journald events; missing {len(missing)}, duplicated {dupes}, "
+        f"unknown {len(extra)}; arrival order {'kept' if in_order else 'NOT kept'}"
+    )
     print(f"VERDICT: {'EXACTLY ONCE' if ok else 'FAILED'}")
     return 0 if ok else 1
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--entries", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, nargs="+", default=[1000])
-    parser.add_argument("--format", nargs="+", default=["json", "export"],
-                        choices=["json", "export"])
+    parser.add_argument(
+        "--format", nargs="+", default=["json", "export"], choices=["json", "export"]
+    )
     parser.add_argument("--crash-cycles", type=int, default=0)
-    parser.add_argument("--initial", type=int, default=20_000,
-                        help="crash mode: first entries")
-    parser.add_argument("--append", type=int, default=500,
-                        help="crash mode: up to this many entries appended per cycle")
-    parser.add_argument("--max-run", type=float, default=1.0,
-                        help="crash mode: longest run before the kill (seconds)")
+    parser.add_argument("--initial", type=int, default=20_000, help="crash mode: first entries")
+    parser.add_argument(
+        "--append",
+        type=int,
+        default=500,
+        help="crash mode: up to this many entries appended per cycle",
+    )
+    parser.add_argument(
+        "--max-run",
+        type=float,
+        default=1.0,
+        help="crash mode: longest run before the kill (seconds)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--null-sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -27,14 +27,17 @@ from tests.conftest import free_port, start_server
 def run(rate: int, messages: int) -> tuple[int, int, float]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, base = start_server(Path(tmp), env={"DEVMESH_SYSLOG_UDP_PORT": str(port),
-                                                   "DEVMESH_LOG_LEVEL": "WARNING"})
+        proc, base = start_server(
+            Path(tmp), env={"DEVMESH_SYSLOG_UDP_PORT": str(port), "DEVMESH_LOG_LEVEL": "WARNING"}
+        )
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             started = time.perf_counter()
             for i in range(messages):
-                line = (f"<30>1 2026-11-23T10:00:00.{i % 1_000_000:06d}Z node{i % 20} "
-                        f"app{i % 50} {i} - - request {i} served in {i % 977} ms")
+                line = (
+                    f"<30>1 2026-11-23T10:00:00.{i % 1_000_000:06d}Z node{i % 20} "
+                    f"app{i % 50} {i} - - request {i} served in {i % 977} ms"
+                )
                 sock.sendto(line.encode(), ("127.0.0.1", port))
                 if i % 100 == 99:  # pace in small bursts
                     ahead = started + (i + 1) / rate - time.perf_counter()
@@ -59,8 +62,9 @@ def run(rate: int, messages: int) -> tuple[int, int, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--rates", default="5000,10000,20000,40000")
     args = parser.parse_args()
@@ -68,8 +72,10 @@ def main() -> None:
     for rate in (int(r) for r in args.rates.split(",")):
         received, stored, actual = run(rate, args.messages)
         lost = args.messages - received
-        print(f"target {rate:>7,}/s (sent at {actual:>9,.0f}/s): received {received:,}, "
-              f"stored {stored:,}, lost {lost:,}")
+        print(
+            f"target {rate:>7,}/s (sent at {actual:>9,.0f}/s): received {received:,}, "
+            f"stored {stored:,}, lost {lost:,}"
+        )
         if lost == 0 and stored == args.messages:
             best = max(best, rate)
     print(f"highest rate with no loss: {best:,} messages/s")

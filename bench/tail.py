@@ -46,19 +46,23 @@ def make_log(path: Path, lines: int, seed: int = 7) -> tuple[int, int]:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             kind = rng.random()
             if kind < 0.05 and lines - written >= 4:
-                out.write(f"{stamp}.{i % 1000:03d}Z ERROR worker {i % 17} crashed on job {i}\n"
-                          "Traceback (most recent call last):\n"
-                          f'  File "/srv/app/jobs.py", line {100 + i % 50}, in run\n'
-                          f"KeyError: 'job-{i}'\n")
+                out.write(
+                    f"{stamp}.{i % 1000:03d}Z ERROR worker {i % 17} crashed on job {i}\n"
+                    "Traceback (most recent call last):\n"
+                    f'  File "/srv/app/jobs.py", line {100 + i % 50}, in run\n'
+                    f"KeyError: 'job-{i}'\n"
+                )
                 written += 4
             elif kind < 0.15:
                 out.write(f"plain progress line {i}: {rng.randint(0, 100)}% done\n")
                 written += 1
             else:
                 level = rng.choice(["INFO", "INFO", "INFO", "DEBUG", "WARN"])
-                out.write(f"{stamp}.{i % 1000:03d}Z {level} [http-{i % 8}] GET /api/items/"
-                          f"{i % 313} status={rng.choice([200, 200, 404])} "
-                          f"took={rng.randint(1, 900)}ms id={i:08x}\n")
+                out.write(
+                    f"{stamp}.{i % 1000:03d}Z {level} [http-{i % 8}] GET /api/items/"
+                    f"{i % 313} status={rng.choice([200, 200, 404])} "
+                    f"took={rng.randint(1, 900)}ms id={i:08x}\n"
+                )
                 written += 1
             events += 1
     return written, events
@@ -66,10 +70,32 @@ def make_log(path: Path, lines: int, seed: int = 7) -> tuple[int, int]:
 
 def run_shipper(url: str, state: Path, log: Path, batch: int) -> dict[str, Any]:
     """Run the tail to the end of the file; return its ``shipper_done`` report (+ VmHWM)."""
-    cmd = [PYTHON, "-m", "devmesh.cli.ship", "--server", url, "--token", TOKEN,
-           "--state-dir", str(state), "--path", str(log), "--service", "bench-app",
-           "--host", "bench-node", "--batch-size", str(batch), "--batch-seconds", "0.5",
-           "--heartbeat-seconds", "60", "--multiline-timeout", "0.2", "--no-follow"]
+    cmd = [
+        PYTHON,
+        "-m",
+        "devmesh.cli.ship",
+        "--server",
+        url,
+        "--token",
+        TOKEN,
+        "--state-dir",
+        str(state),
+        "--path",
+        str(log),
+        "--service",
+        "bench-app",
+        "--host",
+        "bench-node",
+        "--batch-size",
+        str(batch),
+        "--batch-seconds",
+        "0.5",
+        "--heartbeat-seconds",
+        "60",
+        "--multiline-timeout",
+        "0.2",
+        "--no-follow",
+    ]
     return run_to_done(cmd, state)
 
 
@@ -77,22 +103,29 @@ def report(title: str, done: dict[str, Any], lines: int, events: int) -> None:
     wall = done["wall_seconds"]
     loop = done["elapsed_seconds"]
     print(title)
-    print(f"   {lines / wall:,.0f} lines/s, {events / wall:,.0f} events/s over {wall:.2f} s "
-          f"wall (process start to exit); {lines / loop:,.0f} lines/s over the "
-          f"{loop:.2f} s shipping loop")
-    print(f"   accepted {done['accepted']:,}, duplicates {done['duplicates']:,}, "
-          f"requests {done['requests']:,}, peak RSS {done['max_rss_mb']:.1f} MB "
-          f"(sampled VmHWM {done['vmhwm_mb']:.1f} MB), cpu {done['cpu_seconds']:.2f} s")
-    print(f"   reader: read {done['reader_read_seconds']:.2f} s, parse+encode "
-          f"{done['reader_parse_seconds']:.2f} s, waiting for queue room "
-          f"{done['reader_put_wait_seconds']:.2f} s; sender: http {done['http_seconds']:.2f} s, "
-          f"waiting for chunks {done['wait_seconds']:.2f} s; stamp writes "
-          f"{done.get('tail_stamp_writes', 0)}, checkpoint commits {done['cursor_commits']}")
+    print(
+        f"   {lines / wall:,.0f} lines/s, {events / wall:,.0f} events/s over {wall:.2f} s "
+        f"wall (process start to exit); {lines / loop:,.0f} lines/s over the "
+        f"{loop:.2f} s shipping loop"
+    )
+    print(
+        f"   accepted {done['accepted']:,}, duplicates {done['duplicates']:,}, "
+        f"requests {done['requests']:,}, peak RSS {done['max_rss_mb']:.1f} MB "
+        f"(sampled VmHWM {done['vmhwm_mb']:.1f} MB), cpu {done['cpu_seconds']:.2f} s"
+    )
+    print(
+        f"   reader: read {done['reader_read_seconds']:.2f} s, parse+encode "
+        f"{done['reader_parse_seconds']:.2f} s, waiting for queue room "
+        f"{done['reader_put_wait_seconds']:.2f} s; sender: http {done['http_seconds']:.2f} s, "
+        f"waiting for chunks {done['wait_seconds']:.2f} s; stamp writes "
+        f"{done.get('tail_stamp_writes', 0)}, checkpoint commits {done['cursor_commits']}"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--skip-null", action="store_true", help="only the real server")

@@ -20,7 +20,7 @@
 #   --source DIR        DevMesh source tree or wheel to install (default: this script's repo)
 #   --prefix DIR        install prefix (default /opt/devmesh-shipper)
 #   --start head|tail   first run without a cursor: whole journal or new entries (default tail)
-#   --format json|export  journalctl output format (default json)
+#   --format export|json  journalctl output format (default export)
 #   --force             overwrite an existing shipper.yaml
 #   --no-start          install but do not enable/start the service
 #   --agent             also install devmesh-agent.service (runs approved remediation for
@@ -40,7 +40,7 @@ TOKEN_FILE=""
 TOKEN_STDIN=0
 START=tail
 AGENT=0
-FORMAT=json
+FORMAT=export
 FORCE=0
 NO_START=0
 SKIP_VENV=0

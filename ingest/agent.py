@@ -68,8 +68,13 @@ class AgentHttp(KeepAliveConnection):
         headers = {"Content-Type": "application/json", "User-Agent": "devmesh-agent"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        super().__init__(server, headers, timeout, verify_tls=verify_tls,
-                         retry_on=(http.client.HTTPException, OSError))
+        super().__init__(
+            server,
+            headers,
+            timeout,
+            verify_tls=verify_tls,
+            retry_on=(http.client.HTTPException, OSError),
+        )
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """Send one request; return the decoded JSON answer. Raises

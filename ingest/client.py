@@ -47,7 +47,9 @@ class Poster(Protocol):
 
 
 STALE_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
-    http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    BrokenPipeError,
 )
 """What a request on a reused keep-alive connection the server closed meanwhile fails with."""
 
@@ -100,8 +102,7 @@ class KeepAliveConnection:
                     self.host, self.port, timeout=self.timeout, context=self._context
                 )
             else:
-                self._conn = http.client.HTTPConnection(self.host, self.port,
-                                                        timeout=self.timeout)
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             self._used = False
             self._conn.connect()
             # http.client sends headers and a large body in separate writes; with Nagle on,
@@ -156,8 +157,11 @@ class HttpPoster(KeepAliveConnection):
         verify_tls: bool = True,
         ca_file: str | None = None,
     ) -> None:
-        headers = {"Content-Type": "application/json", "User-Agent": "devmesh-shipper",
-                   "Connection": "keep-alive"}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "devmesh-shipper",
+            "Connection": "keep-alive",
+        }
         if token:
             headers["Authorization"] = f"Bearer {token}"
         super().__init__(server, headers, timeout, verify_tls=verify_tls, ca_file=ca_file)
@@ -178,8 +182,12 @@ class Delivery:
     dropped: int = 0
 
     def __add__(self, other: Delivery) -> Delivery:
-        return Delivery(self.accepted + other.accepted, self.duplicates + other.duplicates,
-                        self.rejected + other.rejected, self.dropped + other.dropped)
+        return Delivery(
+            self.accepted + other.accepted,
+            self.duplicates + other.duplicates,
+            self.rejected + other.rejected,
+            self.dropped + other.dropped,
+        )
 
 
 class IngestClient:
@@ -229,17 +237,26 @@ class IngestClient:
             raise TransientError(f"server answered {status}: {detail}")
         # 413 or another 4xx for the whole batch: split so one part cannot block the rest.
         if count <= 1:
-            log.error("event_refused_dropped", status=status, detail=detail, bytes=len(body),
-                      preview=body[:300].decode("utf-8", errors="replace"))
+            log.error(
+                "event_refused_dropped",
+                status=status,
+                detail=detail,
+                bytes=len(body),
+                preview=body[:300].decode("utf-8", errors="replace"),
+            )
             return Delivery(dropped=max(count, 1))
         items = [orjson.dumps(item) for item in orjson.loads(body)]
         middle = len(items) // 2
         self.splits += 1
-        log.warning("batch_refused_splitting", status=status, detail=detail,
-                    events=len(items), bytes=len(body))
+        log.warning(
+            "batch_refused_splitting",
+            status=status,
+            detail=detail,
+            events=len(items),
+            bytes=len(body),
+        )
         first = self.deliver(b"[" + b",".join(items[:middle]) + b"]", middle)
-        return first + self.deliver(b"[" + b",".join(items[middle:]) + b"]",
-                                    len(items) - middle)
+        return first + self.deliver(b"[" + b",".join(items[middle:]) + b"]", len(items) - middle)
 
     def _verdict(self, data: bytes, count: int, body: bytes) -> Delivery:
         try:
@@ -262,12 +279,14 @@ class IngestClient:
                 self._rejection_logs += 1
                 index = item.get("index") if isinstance(item, dict) else None
                 preview = None
-                if isinstance(events, list) and isinstance(index, int) \
-                        and 0 <= index < len(events):
+                if isinstance(events, list) and isinstance(index, int) and 0 <= index < len(events):
                     preview = orjson.dumps(events[index])[:300].decode("utf-8", errors="replace")
-                log.warning("event_rejected", index=index,
-                            error=item.get("error") if isinstance(item, dict) else item,
-                            entry=preview)
+                log.warning(
+                    "event_rejected",
+                    index=index,
+                    error=item.get("error") if isinstance(item, dict) else item,
+                    entry=preview,
+                )
         return Delivery(accepted, duplicates, len(rejected))
 
 

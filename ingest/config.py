@@ -37,8 +37,9 @@ class ShipperConfigError(ValueError):
 class JournalConfig:
     """Where entries come from.
 
-    ``format`` is journalctl's output format: ``json`` (the default) or ``export``, which
-    journalctl writes about 4x faster (less CPU on the node; same log objects).
+    ``format`` is journalctl's output format: ``export`` (the default), which journalctl
+    writes about 4x faster than ``json`` (less CPU on the node; the same log objects, binary
+    fields included), or ``json``.
 
     ``live`` reads the node's own journal with ``journalctl -f``; ``directory`` reads (and
     follows) a journal directory; ``file`` reads journal files with ``--file`` — journalctl
@@ -48,7 +49,7 @@ class JournalConfig:
 
     enabled: bool = True
     mode: JournalMode = "live"
-    format: JournalFormat = "json"
+    format: JournalFormat = "export"
     files: tuple[Path, ...] = ()
     directory: Path | None = None
     follow: bool = True
@@ -274,8 +275,20 @@ def parse_file_input(item: Any, index: int, base: Path) -> FileInput:
     where = f"files[{index}]."
     if not isinstance(item, dict):
         raise ShipperConfigError(f"files[{index}] must be a mapping with path and service")
-    bad = sorted(set(item) - {"path", "service", "host", "start", "multiline", "level",
-                              "timestamps", "timezone", "max_line_bytes"})
+    bad = sorted(
+        set(item)
+        - {
+            "path",
+            "service",
+            "host",
+            "start",
+            "multiline",
+            "level",
+            "timestamps",
+            "timezone",
+            "max_line_bytes",
+        }
+    )
     if bad:
         raise ShipperConfigError(f"{where[:-1]}: unknown keys: {', '.join(bad)}")
     path = _path(item.get("path"), where + "path", base)
@@ -304,8 +317,10 @@ def parse_file_input(item: Any, index: int, base: Path) -> FileInput:
     else:
         if not isinstance(multi, dict):
             raise ShipperConfigError(f"{where}multiline must be a mapping or false")
-        mbad = sorted(set(multi) - {"enabled", "start", "continue", "max_lines", "max_bytes",
-                                    "timeout_seconds"})
+        mbad = sorted(
+            set(multi)
+            - {"enabled", "start", "continue", "max_lines", "max_bytes", "timeout_seconds"}
+        )
         if mbad:
             raise ShipperConfigError(f"{where}multiline: unknown keys: {', '.join(mbad)}")
         mw = where + "multiline."
@@ -313,14 +328,21 @@ def parse_file_input(item: Any, index: int, base: Path) -> FileInput:
             enabled=bool(multi.get("enabled", True)),
             start=_pattern(multi["start"], mw + "start") if multi.get("start") else None,
             continue_pattern=_pattern(multi["continue"], mw + "continue")
-            if multi.get("continue") else DEFAULT_CONTINUE_PATTERN,
+            if multi.get("continue")
+            else DEFAULT_CONTINUE_PATTERN,
             max_lines=_int(multi, "max_lines", 500, mw),
             max_bytes=_int(multi, "max_bytes", 256 * 1024, mw),
             timeout=_num(multi, "timeout_seconds", 1.0, mw),
         )
     return FileInput(
-        path=str(path), service=service.strip(), host=host.strip() if host else None,
-        start=start, multiline=multiline, level=level, timestamps=stamps, timezone=zone,
+        path=str(path),
+        service=service.strip(),
+        host=host.strip() if host else None,
+        start=start,
+        multiline=multiline,
+        level=level,
+        timestamps=stamps,
+        timezone=zone,
         max_line_bytes=_int(item, "max_line_bytes", 256 * 1024, where),
     )
 
@@ -331,9 +353,26 @@ def parse_config(data: Any, *, base_dir: Path = Path(".")) -> ShipperConfig:
         data = {}
     if not isinstance(data, dict):
         raise ShipperConfigError("the shipper config must be a YAML mapping")
-    known = {"server", "token", "token_file", "state_dir", "host", "journal", "batch", "spool",
-             "retry", "request_timeout", "heartbeat_seconds", "cursor_commit_seconds",
-             "filters_file", "drain_timeout", "verify_tls", "ca_file", "files", "tail"}
+    known = {
+        "server",
+        "token",
+        "token_file",
+        "state_dir",
+        "host",
+        "journal",
+        "batch",
+        "spool",
+        "retry",
+        "request_timeout",
+        "heartbeat_seconds",
+        "cursor_commit_seconds",
+        "filters_file",
+        "drain_timeout",
+        "verify_tls",
+        "ca_file",
+        "files",
+        "tail",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise ShipperConfigError(f"unknown config keys: {', '.join(unknown)}")
@@ -346,7 +385,7 @@ def parse_config(data: Any, *, base_dir: Path = Path(".")) -> ShipperConfig:
     mode = journal.get("mode", "live")
     if mode not in ("live", "file", "directory"):
         raise ShipperConfigError(f"journal.mode must be live, file or directory, got {mode!r}")
-    fmt = journal.get("format", "json")
+    fmt = journal.get("format", "export")
     if fmt not in ("json", "export"):
         raise ShipperConfigError(f"journal.format must be json or export, got {fmt!r}")
     start = journal.get("start", "tail")
@@ -363,8 +402,11 @@ def parse_config(data: Any, *, base_dir: Path = Path(".")) -> ShipperConfig:
         mode=mode,
         format=fmt,
         files=tuple(_path(f, "journal.files[]", base_dir) for f in files),
-        directory=(_path(journal["directory"], "journal.directory", base_dir)
-                   if journal.get("directory") else None),
+        directory=(
+            _path(journal["directory"], "journal.directory", base_dir)
+            if journal.get("directory")
+            else None
+        ),
         follow=bool(journal.get("follow", True)),
         start=start,
         poll_interval=_num(journal, "poll_interval", 1.0, "journal."),
@@ -395,7 +437,8 @@ def parse_config(data: Any, *, base_dir: Path = Path(".")) -> ShipperConfig:
         server=str(data.get("server", DEFAULT_SERVER)).rstrip("/"),
         token=token,
         state_dir=_path(data["state_dir"], "state_dir", base_dir)
-        if data.get("state_dir") else DEFAULT_STATE_DIR,
+        if data.get("state_dir")
+        else DEFAULT_STATE_DIR,
         host=host.strip() if host else None,
         journal=jcfg,
         batch_max_events=_int(batch, "max_events", 50, "batch."),
@@ -408,7 +451,8 @@ def parse_config(data: Any, *, base_dir: Path = Path(".")) -> ShipperConfig:
         heartbeat_seconds=_num(data, "heartbeat_seconds", 30.0, ""),
         cursor_commit_seconds=_num(data, "cursor_commit_seconds", 1.0, ""),
         filters_file=_path(data["filters_file"], "filters_file", base_dir)
-        if data.get("filters_file") else None,
+        if data.get("filters_file")
+        else None,
         drain_timeout=None if drain_timeout is None else _num(data, "drain_timeout", 0, ""),
         verify_tls=bool(data.get("verify_tls", True)),
         ca_file=_path(data["ca_file"], "ca_file", base_dir) if data.get("ca_file") else None,

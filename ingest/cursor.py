@@ -86,9 +86,13 @@ class CursorStore:
             set_aside(self.path, "cursor_file_unreadable", exc)
             return None
         if self.source and data.get("source") not in (None, self.source):
-            log.warning("cursor_from_other_source", path=str(self.path),
-                        cursor_source=data.get("source"), source=self.source,
-                        note="resuming from it anyway; journalctl seeks to the nearest entry")
+            log.warning(
+                "cursor_from_other_source",
+                path=str(self.path),
+                cursor_source=data.get("source"),
+                source=self.source,
+                note="resuming from it anyway; journalctl seeks to the nearest entry",
+            )
         self._last = cursor
         return cursor
 
@@ -102,8 +106,7 @@ class CursorStore:
         if cursor == self._last:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = orjson.dumps({"cursor": cursor, "source": self.source,
-                             "committed_at": time.time()})
+        body = orjson.dumps({"cursor": cursor, "source": self.source, "committed_at": time.time()})
         atomic_write(self.path, body)
         self._last = cursor
         self.commits += 1

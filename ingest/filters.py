@@ -39,13 +39,20 @@ from devmesh_core.log import get_logger
 log = get_logger(__name__)
 
 PRIORITY_NAMES: dict[str, int] = {
-    "emerg": 0, "emergency": 0, "panic": 0,
+    "emerg": 0,
+    "emergency": 0,
+    "panic": 0,
     "alert": 1,
-    "crit": 2, "critical": 2, "fatal": 2,
-    "err": 3, "error": 3,
-    "warning": 4, "warn": 4,
+    "crit": 2,
+    "critical": 2,
+    "fatal": 2,
+    "err": 3,
+    "error": 3,
+    "warning": 4,
+    "warn": 4,
     "notice": 5,
-    "info": 6, "informational": 6,
+    "info": 6,
+    "informational": 6,
     "debug": 7,
 }
 
@@ -132,19 +139,19 @@ class FilterRules:
     drop_units: tuple[str, ...] = ()
     drop_messages: tuple[re.Pattern[str], ...] = ()
     units: tuple[UnitOverride, ...] = ()
-    _cache: dict[tuple[str | None, str | None, str | None], _Resolved] = field(
-        default_factory=dict
-    )
+    _cache: dict[tuple[str | None, str | None, str | None], _Resolved] = field(default_factory=dict)
 
     @property
     def is_noop(self) -> bool:
         """True when nothing can be dropped (the default: ship everything)."""
-        return (self.min_priority >= 7 and not self.drop_units and not self.drop_messages
-                and not self.units)
+        return (
+            self.min_priority >= 7
+            and not self.drop_units
+            and not self.drop_messages
+            and not self.units
+        )
 
-    def _resolve(
-        self, unit: str | None, identifier: str | None, service: str | None
-    ) -> _Resolved:
+    def _resolve(self, unit: str | None, identifier: str | None, service: str | None) -> _Resolved:
         key = (unit, identifier, service)
         found = self._cache.get(key)
         if found is not None:
@@ -217,7 +224,8 @@ def parse_rules(data: Any) -> FilterRules:
             UnitOverride(
                 pattern=str(pattern),
                 min_priority=parse_priority(rules["min_priority"], f"{where}.min_priority")
-                if "min_priority" in rules else None,
+                if "min_priority" in rules
+                else None,
                 drop=bool(rules.get("drop", False)),
                 drop_messages=tuple(
                     _compile_messages(rules.get("drop_messages"), f"{where}.drop_messages")
@@ -254,8 +262,10 @@ class ReloadableFilter:
 
     def __init__(self, path: Path | None, rules: FilterRules | None = None) -> None:
         self.path = path
-        self.rules = rules if rules is not None else (
-            load_rules(path) if path is not None else FilterRules()
+        self.rules = (
+            rules
+            if rules is not None
+            else (load_rules(path) if path is not None else FilterRules())
         )
         self.reloads = 0
 
@@ -266,12 +276,21 @@ class ReloadableFilter:
         try:
             rules = load_rules(self.path)
         except FilterConfigError as exc:
-            log.error("filters_reload_failed", path=str(self.path), error=str(exc),
-                      note="keeping the previous rules")
+            log.error(
+                "filters_reload_failed",
+                path=str(self.path),
+                error=str(exc),
+                note="keeping the previous rules",
+            )
             return False
         self.rules = rules
         self.reloads += 1
-        log.info("filters_reloaded", path=str(self.path), min_priority=rules.min_priority,
-                 drop_units=len(rules.drop_units), drop_messages=len(rules.drop_messages),
-                 unit_overrides=len(rules.units))
+        log.info(
+            "filters_reloaded",
+            path=str(self.path),
+            min_priority=rules.min_priority,
+            drop_units=len(rules.drop_units),
+            drop_messages=len(rules.drop_messages),
+            unit_overrides=len(rules.units),
+        )
         return True

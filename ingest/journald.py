@@ -43,7 +43,14 @@ MAX_ID_CHARS = 128
 
 # syslog priority → DevMesh level (the same table the server applies to numeric levels).
 PRIORITY_LEVEL: tuple[str, ...] = (
-    "CRITICAL", "CRITICAL", "CRITICAL", "ERROR", "WARNING", "INFO", "INFO", "DEBUG",
+    "CRITICAL",
+    "CRITICAL",
+    "CRITICAL",
+    "ERROR",
+    "WARNING",
+    "INFO",
+    "INFO",
+    "DEBUG",
 )
 
 # journald field → meta key. Kept short on purpose: meta is stored with every row.
@@ -99,8 +106,10 @@ def iso_from_micros(micros: int) -> str:
 def service_name(entry: Mapping[str, Any]) -> str | None:
     """The service an entry belongs to, as a person would name it (see :func:`pick_service`)."""
     return pick_service(
-        field_text(entry.get("CONTAINER_NAME")), field_text(entry.get("_SYSTEMD_UNIT")),
-        field_text(entry.get("_SYSTEMD_USER_UNIT")), field_text(entry.get("SYSLOG_IDENTIFIER")),
+        field_text(entry.get("CONTAINER_NAME")),
+        field_text(entry.get("_SYSTEMD_UNIT")),
+        field_text(entry.get("_SYSTEMD_USER_UNIT")),
+        field_text(entry.get("SYSLOG_IDENTIFIER")),
         field_text(entry.get("_COMM")),
     )
 
@@ -175,8 +184,12 @@ class EntryMapper:
             realtime = field_text(realtime)
         if cursor.__class__ is not str or not realtime or not realtime.isdigit():
             self.skipped += 1
-            log.warning("journal_entry_unusable", cursor=cursor, realtime=realtime,
-                        reason="missing __CURSOR or __REALTIME_TIMESTAMP")
+            log.warning(
+                "journal_entry_unusable",
+                cursor=cursor,
+                realtime=realtime,
+                reason="missing __CURSOR or __REALTIME_TIMESTAMP",
+            )
             return None
         meta: dict[str, Any] = {}
         keys = self.meta_keys
@@ -192,9 +205,13 @@ class EntryMapper:
         if len(message) > MAX_MESSAGE_CHARS:
             meta["truncated_from_chars"] = len(message)
             message = message[:MAX_MESSAGE_CHARS]
-        service = pick_service(meta.get("container_name"), meta.get("unit"),
-                               meta.get("user_unit"), meta.get("syslog_identifier"),
-                               meta.get("comm"))
+        service = pick_service(
+            meta.get("container_name"),
+            meta.get("unit"),
+            meta.get("user_unit"),
+            meta.get("syslog_identifier"),
+            meta.get("comm"),
+        )
         host = entry.get("_HOSTNAME")
         if host.__class__ is not str:
             host = field_text(host)
@@ -255,8 +272,16 @@ def build_command(cfg: JournalConfig, after_cursor: str | None, *, follow: bool)
 
 def tail_cursor(cfg: JournalConfig) -> str | None:
     """The cursor of the newest entry now in the journal (None when it is empty)."""
-    cmd = [cfg.journalctl, "-o", "json", "--no-pager", *source_args(cfg), "-n", "1",
-           *cfg.extra_args]
+    cmd = [
+        cfg.journalctl,
+        "-o",
+        "json",
+        "--no-pager",
+        *source_args(cfg),
+        "-n",
+        "1",
+        *cfg.extra_args,
+    ]
     result = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
     if result.returncode != 0:
         raise RuntimeError(
@@ -339,15 +364,17 @@ class JournalReader(ReaderThread[Chunk | ReaderDone]):
         cmd = build_command(self.cfg, self.cursor, follow=follow)
         self.runs += 1
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+            )
         except OSError as exc:
             return f"cannot run {cmd[0]}: {exc.strerror or exc}"
         self._proc = proc
         assert proc.stdout is not None and proc.stderr is not None
         errors: list[bytes] = []
-        drain = threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True,
-                                 name="journalctl-stderr")
+        drain = threading.Thread(
+            target=_drain, args=(proc.stderr, errors), daemon=True, name="journalctl-stderr"
+        )
         drain.start()
         fd = proc.stdout.fileno()
         rest = b""
@@ -413,8 +440,13 @@ class JournalReader(ReaderThread[Chunk | ReaderDone]):
                 continue
             if not noop:
                 meta = event["meta"]
-                if not rules.keep(meta.get("unit"), meta.get("syslog_identifier"),
-                                  meta["priority"], event["message"], event["service"]):
+                if not rules.keep(
+                    meta.get("unit"),
+                    meta.get("syslog_identifier"),
+                    meta["priority"],
+                    event["message"],
+                    event["service"],
+                ):
                     chunk.filtered += 1
                     continue
             # Sorted keys: the same entry gives the same bytes whatever order journalctl
@@ -501,17 +533,17 @@ def _export_entry_exact(data: bytes, pos: int) -> tuple[dict[str, Any], int] | N
         equals = line.find(b"=")
         if equals >= 0:
             key = line[:equals].decode("utf-8", errors="replace")
-            value: str | bytes = line[equals + 1:].decode("utf-8", errors="replace")
+            value: str | bytes = line[equals + 1 :].decode("utf-8", errors="replace")
             pos = newline + 1
         else:
             key = line.decode("utf-8", errors="replace")
             if newline + 9 > size:
                 return None
-            length = int.from_bytes(data[newline + 1:newline + 9], "little")
+            length = int.from_bytes(data[newline + 1 : newline + 9], "little")
             start = newline + 9
             if start + length + 1 > size:
                 return None
-            value = data[start:start + length]
+            value = data[start : start + length]
             pos = start + length + 1
         entry.setdefault(key, value)
 
@@ -531,6 +563,7 @@ def _drain(stream: Any, sink: list[bytes]) -> None:
 
 
 # -- journal export format (to make real journal files for tests and benches) ------------------
+
 
 def export_entry(fields: Mapping[str, str | bytes]) -> bytes:
     """One entry in the journal export format (``KEY=value`` lines and a blank line).
@@ -561,8 +594,12 @@ def write_journal(
     The result has real cursors, as on a live node. journal-remote rotates a full file to
     ``name@….journal`` next to it, so read the folder with ``--directory`` (or glob the files).
     """
-    proc = subprocess.Popen([remote, "-o", str(output), "-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [remote, "-o", str(output), "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdin is not None and proc.stderr is not None
     buffer = bytearray()
     for entry in entries:

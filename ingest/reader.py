@@ -58,7 +58,7 @@ class EncodedChunk(Generic[TokenT]):
 
     def span(self, start: int, stop: int) -> bytes:
         """Events ``start`` to ``stop - 1`` as a comma-joined run (no brackets)."""
-        return self.body[self.offsets[start]:self.offsets[stop] - 1]
+        return self.body[self.offsets[start] : self.offsets[stop] - 1]
 
 
 class ReaderThread(Generic[ItemT]):

@@ -161,8 +161,10 @@ def cpu_seconds() -> dict[str, float]:
     """CPU time used by this process and by journalctl (the children it waited for)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"cpu_seconds": round(own.ru_utime + own.ru_stime, 3),
-            "journalctl_cpu_seconds": round(children.ru_utime + children.ru_stime, 3)}
+    return {
+        "cpu_seconds": round(own.ru_utime + own.ru_stime, 3),
+        "journalctl_cpu_seconds": round(children.ru_utime + children.ru_stime, 3),
+    }
 
 
 class Backoff:
@@ -224,7 +226,8 @@ class Shipper:
         self.instance = uuid.uuid4().hex[:12]
         self._heartbeat_seq = 0
         self._queue: queue.Queue[Chunk | TailChunk | ReaderDone] = queue.Queue(
-            maxsize=_QUEUE_CHUNKS)
+            maxsize=_QUEUE_CHUNKS
+        )
         self._pending: list[bytes] = []  # comma-joined runs of events
         self._pending_count = 0
         # Per input: the token after the last pending event, and the acknowledged,
@@ -263,9 +266,16 @@ class Shipper:
         self.cursor = CursorStore(cfg.cursor_path, source=source)
         self.file_checkpoints = FileCheckpoints(cfg.file_checkpoint_path)
         self.spool = Spool(cfg.spool_dir, int(cfg.spool_max_mb * 1024 * 1024))
-        poster = self._poster if self._poster is not None else HttpPoster(
-            cfg.server, cfg.token, cfg.request_timeout, verify_tls=cfg.verify_tls,
-            ca_file=str(cfg.ca_file) if cfg.ca_file else None,
+        poster = (
+            self._poster
+            if self._poster is not None
+            else HttpPoster(
+                cfg.server,
+                cfg.token,
+                cfg.request_timeout,
+                verify_tls=cfg.verify_tls,
+                ca_file=str(cfg.ca_file) if cfg.ca_file else None,
+            )
         )
         self.client = IngestClient(poster, self._timed_request)
         self.backoff = Backoff(cfg.retry_initial, cfg.retry_max)
@@ -277,11 +287,18 @@ class Shipper:
         self._next_heartbeat = self._started
         after = self.cursor.load() if cfg.journal.enabled else None
         positions = self.file_checkpoints.load() if cfg.files else None
-        log.info("shipper_starting", server=cfg.server,
-                 source=source if cfg.journal.enabled else None, resume_after=after,
-                 files=[f.path for f in cfg.files], file_checkpoints=len(positions or {}),
-                 spooled_events=self.spool.events, batch_events=cfg.batch_max_events,
-                 batch_seconds=cfg.batch_max_seconds, instance=self.instance)
+        log.info(
+            "shipper_starting",
+            server=cfg.server,
+            source=source if cfg.journal.enabled else None,
+            resume_after=after,
+            files=[f.path for f in cfg.files],
+            file_checkpoints=len(positions or {}),
+            spooled_events=self.spool.events,
+            batch_events=cfg.batch_max_events,
+            batch_seconds=cfg.batch_max_seconds,
+            instance=self.instance,
+        )
         if cfg.journal.enabled:
             self._stores[JOURNALD] = self.cursor
             self._reader = self._start_reader(after)
@@ -289,9 +306,14 @@ class Shipper:
         if cfg.files:
             self._stores[FILES] = self.file_checkpoints
             self._tail = TailReader(
-                cfg.files, cfg.tail, positions, self.filters, self._queue,
+                cfg.files,
+                cfg.tail,
+                positions,
+                self.filters,
+                self._queue,
                 StampLog(cfg.file_stamps_path, self.file_checkpoints),
-                node_host=cfg.node_host, follow=cfg.journal.follow,
+                node_host=cfg.node_host,
+                follow=cfg.journal.follow,
             )
             self._tail.start()
             self._readers[FILES] = self._tail
@@ -299,8 +321,11 @@ class Shipper:
         try:
             code = self._loop()
         except FatalConfigError as exc:
-            log.error("shipper_config_error", error=str(exc),
-                      note="not retrying: fix the configuration, then restart")
+            log.error(
+                "shipper_config_error",
+                error=str(exc),
+                note="not retrying: fix the configuration, then restart",
+            )
             code = EX_CONFIG
         finally:
             self._commit(self._clock(), force=True)
@@ -315,23 +340,36 @@ class Shipper:
             self.stats.spool_dropped_events = self.spool.dropped_events
             self.stats.cursor_commits = sum(store.commits for store in self._stores.values())
             tail = self._tail
-            tail_stats = {} if tail is None else {
-                "tail_read_bytes": tail.read_bytes, "tail_cut_lines": tail.cut_lines,
-                "tail_rotations": tail.rotations, "tail_truncations": tail.truncations,
-                "tail_stamp_writes": tail.stamps.writes,
-            }
+            tail_stats = (
+                {}
+                if tail is None
+                else {
+                    "tail_read_bytes": tail.read_bytes,
+                    "tail_cut_lines": tail.cut_lines,
+                    "tail_rotations": tail.rotations,
+                    "tail_truncations": tail.truncations,
+                    "tail_stamp_writes": tail.stamps.writes,
+                }
+            )
             elapsed = max(self._clock() - self._started, 1e-9)
-            log.info("shipper_done", exit_code=code, elapsed_seconds=round(elapsed, 3),
-                     rate_per_second=round(self.stats.read / elapsed, 1),
-                     spooled_now=self.spool.events,
-                     reader_lines=sum(r.lines for r in readers),
-                     reader_read_seconds=round(sum(r.read_seconds for r in readers), 3),
-                     reader_parse_seconds=round(sum(r.parse_seconds for r in readers), 3),
-                     reader_put_wait_seconds=round(sum(r.put_seconds for r in readers), 3),
-                     max_rss_mb=round(peak_rss_mb(), 1),
-                     **cpu_seconds(), **tail_stats,
-                     **{k: round(v, 3) if isinstance(v, float) else v
-                        for k, v in asdict(self.stats).items()})
+            log.info(
+                "shipper_done",
+                exit_code=code,
+                elapsed_seconds=round(elapsed, 3),
+                rate_per_second=round(self.stats.read / elapsed, 1),
+                spooled_now=self.spool.events,
+                reader_lines=sum(r.lines for r in readers),
+                reader_read_seconds=round(sum(r.read_seconds for r in readers), 3),
+                reader_parse_seconds=round(sum(r.parse_seconds for r in readers), 3),
+                reader_put_wait_seconds=round(sum(r.put_seconds for r in readers), 3),
+                max_rss_mb=round(peak_rss_mb(), 1),
+                **cpu_seconds(),
+                **tail_stats,
+                **{
+                    k: round(v, 3) if isinstance(v, float) else v
+                    for k, v in asdict(self.stats).items()
+                },
+            )
         return code
 
     def _start_reader(self, after: str | None) -> JournalReader:
@@ -364,8 +402,11 @@ class Shipper:
                 if drain_started is None:
                     drain_started = now
                 if cfg.drain_timeout is not None and now - drain_started > cfg.drain_timeout:
-                    log.error("server_unreachable_giving_up", spooled_events=self.spool.events,
-                              note="the spool is kept and drained on the next start")
+                    log.error(
+                        "server_unreachable_giving_up",
+                        spooled_events=self.spool.events,
+                        note="the spool is kept and drained on the next start",
+                    )
                     return EX_TEMPFAIL
             if now >= self._next_heartbeat and self.backoff.ready(now):
                 self._heartbeat(now)
@@ -379,17 +420,22 @@ class Shipper:
                 name = getattr(item, "input_name", JOURNALD)
                 self._flush(now, final=True)
                 if name == JOURNALD and item.cursor_rejected:
-                    log.error("journal_cursor_rejected", error=item.error,
-                              cursor=self.cursor.last,
-                              note=f"set aside; restarting from the {cfg.journal.start}")
+                    log.error(
+                        "journal_cursor_rejected",
+                        error=item.error,
+                        cursor=self.cursor.last,
+                        note=f"set aside; restarting from the {cfg.journal.start}",
+                    )
                     self.cursor.discard()
                     self._reader.join(timeout=5)
                     self._reader = self._start_reader(None)
                     self._readers[JOURNALD] = self._reader
                     continue
                 if item.error is not None:
-                    log.error("journal_read_failed" if name == JOURNALD else "file_tail_failed",
-                              error=item.error)
+                    log.error(
+                        "journal_read_failed" if name == JOURNALD else "file_tail_failed",
+                        error=item.error,
+                    )
                     return EX_FAILURE
                 finished.add(name)
                 source_done = finished >= set(self._readers)
@@ -398,9 +444,7 @@ class Shipper:
             ):
                 self._flush(now)
 
-    def _next_item(
-        self, now: float, source_done: bool
-    ) -> Chunk | TailChunk | ReaderDone | None:
+    def _next_item(self, now: float, source_done: bool) -> Chunk | TailChunk | ReaderDone | None:
         """Wait for the reader, but no longer than the next thing the loop must do."""
         deadlines = [self._next_heartbeat if self.backoff.ready(now) else self.backoff.next_at]
         if self._pending_since is not None:
@@ -439,8 +483,9 @@ class Shipper:
         start = 0
         while start < count:
             stop = min(count, start + limit - self._pending_count)
-            self._pending.append(chunk.body if start == 0 and stop == count
-                                 else chunk.span(start, stop))
+            self._pending.append(
+                chunk.body if start == 0 and stop == count else chunk.span(start, stop)
+            )
             self._pending_count += stop - start
             self._pending_tails[name] = chunk.cursors[stop - 1]  # (_flush swaps the dict)
             start = stop
@@ -530,14 +575,20 @@ class Shipper:
         delay = self.backoff.failed(now)
         self.stats.failures += 1
         (log.warning if first else log.info)(
-            "server_unreachable", error=str(exc), retry_in_seconds=round(delay, 2),
-            attempt=self.backoff.failures, spooled_events=self.spool.events,
+            "server_unreachable",
+            error=str(exc),
+            retry_in_seconds=round(delay, 2),
+            attempt=self.backoff.failures,
+            spooled_events=self.spool.events,
         )
 
     def _recovered(self) -> None:
         if self.backoff.failures:
-            log.info("server_reachable_again", after_failures=self.backoff.failures,
-                     spooled_events=self.spool.events)
+            log.info(
+                "server_reachable_again",
+                after_failures=self.backoff.failures,
+                spooled_events=self.spool.events,
+            )
         self.backoff.succeeded()
 
     # -- heartbeat ------------------------------------------------------------------------
@@ -555,8 +606,11 @@ class Shipper:
             "service": SHIPPER_SERVICE,
             "host": self.cfg.node_host,
             "level": "INFO" if online else "DEBUG",
-            "message": (f"shipper started on {self.cfg.node_host}" if online
-                        else f"shipper heartbeat from {self.cfg.node_host}"),
+            "message": (
+                f"shipper started on {self.cfg.node_host}"
+                if online
+                else f"shipper heartbeat from {self.cfg.node_host}"
+            ),
             "event_type": kind,
             "source_id": f"{self.instance}:{self._heartbeat_seq}",
             "meta": {

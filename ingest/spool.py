@@ -67,8 +67,9 @@ class Spool:
             if not (seq_text.isdigit() and count_text.isdigit()):
                 log.warning("spool_unknown_file", path=entry.path)
                 continue
-            found.append(Segment(int(seq_text), int(count_text), entry.stat().st_size,
-                                 Path(entry.path)))
+            found.append(
+                Segment(int(seq_text), int(count_text), entry.stat().st_size, Path(entry.path))
+            )
         found.sort(key=lambda s: s.seq)
         self._segments = deque(found)
         self._bytes = sum(s.size for s in found)
@@ -121,8 +122,10 @@ class Spool:
             self.dropped_events += dropped_events
             self.dropped_batches += dropped_batches
             log.warning(
-                "spool_full_dropped_oldest", dropped_events=dropped_events,
-                dropped_batches=dropped_batches, total_dropped_events=self.dropped_events,
+                "spool_full_dropped_oldest",
+                dropped_events=dropped_events,
+                dropped_batches=dropped_batches,
+                total_dropped_events=self.dropped_events,
                 cap_bytes=self.max_bytes,
             )
         return segment
@@ -133,8 +136,10 @@ class Spool:
         events = 0
         size = 0
         for segment in self._segments:
-            if taken and (events + segment.count > max_events
-                          or (max_bytes is not None and size + segment.size > max_bytes)):
+            if taken and (
+                events + segment.count > max_events
+                or (max_bytes is not None and size + segment.size > max_bytes)
+            ):
                 break
             taken.append(segment)
             events += segment.count

@@ -98,6 +98,7 @@ def key_text(key: Key) -> str:
 
 # -- checkpoints --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class FilePos:
     """Where one file stands: next byte to ship in generation ``gen``, its path and head."""
@@ -116,14 +117,26 @@ class FilePos:
 
     def to_json(self) -> dict[str, Any]:
         """JSON form; the head is cut to the bytes before ``offset`` (what was checked)."""
-        return {"dev": self.dev, "ino": self.ino, "gen": self.gen, "offset": self.offset,
-                "path": self.path, "head": self.head[:min(len(self.head), self.offset)].hex()}
+        return {
+            "dev": self.dev,
+            "ino": self.ino,
+            "gen": self.gen,
+            "offset": self.offset,
+            "path": self.path,
+            "head": self.head[: min(len(self.head), self.offset)].hex(),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FilePos:
         """Inverse of :meth:`to_json` (raises KeyError/ValueError/TypeError when malformed)."""
-        return cls(int(data["dev"]), int(data["ino"]), int(data["gen"]), int(data["offset"]),
-                   str(data["path"]), bytes.fromhex(str(data.get("head", ""))))
+        return cls(
+            int(data["dev"]),
+            int(data["ino"]),
+            int(data["gen"]),
+            int(data["offset"]),
+            str(data["path"]),
+            bytes.fromhex(str(data.get("head", ""))),
+        )
 
 
 class TailToken:
@@ -191,8 +204,9 @@ class FileCheckpoints:
         if positions == self.committed:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = orjson.dumps({"files": [p.to_json() for p in positions.values()],
-                             "committed_at": time.time()})
+        body = orjson.dumps(
+            {"files": [p.to_json() for p in positions.values()], "committed_at": time.time()}
+        )
         atomic_write(self.path, body)
         self.committed = positions
         self.commits += 1
@@ -216,14 +230,18 @@ class StampLog:
             data = orjson.loads(path.read_bytes())
             for name, items in data.items():
                 dev, ino = (int(x) for x in name.split(":"))
-                self._stamps[(dev, ino)] = [(int(g), int(s), int(e), int(t))
-                                            for g, s, e, t in items]
+                self._stamps[(dev, ino)] = [
+                    (int(g), int(s), int(e), int(t)) for g, s, e, t in items
+                ]
         except FileNotFoundError:
             pass
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-            log.warning("file_stamps_unreadable", path=str(path), error=str(exc),
-                        note="lines without timestamps re-read after a crash may be "
-                             "stored twice")
+            log.warning(
+                "file_stamps_unreadable",
+                path=str(path),
+                error=str(exc),
+                note="lines without timestamps re-read after a crash may be stored twice",
+            )
             self._stamps = {}
 
     def find(self, key: Key, gen: int, offset: int) -> int | None:
@@ -233,8 +251,9 @@ class StampLog:
                 return micros
         return None
 
-    def record(self, key: Key, gen: int, start: int, end: int, micros: int,
-               alive: Iterable[Key]) -> None:
+    def record(
+        self, key: Key, gen: int, start: int, end: int, micros: int, alive: Iterable[Key]
+    ) -> None:
         """Durably add a stamp (and drop stamps that can no longer be needed)."""
         self._stamps.setdefault(key, []).append((gen, start, end, micros))
         committed = self.checkpoints.committed
@@ -245,8 +264,9 @@ class StampLog:
                 continue
             pos = committed.get(k)
             if pos is not None:
-                stamps = [s for s in stamps if s[0] > pos.gen or (s[0] == pos.gen
-                                                                    and s[2] > pos.offset)]
+                stamps = [
+                    s for s in stamps if s[0] > pos.gen or (s[0] == pos.gen and s[2] > pos.offset)
+                ]
             if stamps:
                 kept[k] = stamps
         self._stamps = kept
@@ -255,6 +275,7 @@ class StampLog:
 
 
 # -- the reader ---------------------------------------------------------------------------------
+
 
 class TailChunk(EncodedChunk[TailToken]):
     """What the file tail hands the shipper: an :class:`ingest.reader.EncodedChunk` (as the
@@ -283,8 +304,9 @@ class _Input:
         self.multiline = ml.enabled
         self.start_re = re.compile(ml.start) if ml.start else None
         self.continue_re = re.compile(ml.continue_pattern)
-        self.timestamps = TimestampParser(local=cfg.timezone == "local") \
-            if cfg.timestamps == "auto" else None
+        self.timestamps = (
+            TimestampParser(local=cfg.timezone == "local") if cfg.timestamps == "auto" else None
+        )
         self.fixed_level = None if cfg.level == "auto" else cfg.level
 
     def continues(self, line: str) -> bool:
@@ -444,11 +466,16 @@ class TailReader(ReaderThread[TailChunk | TailDone]):
             if f.key not in seen and f.orphan_since is None:
                 f.orphan_since = now
                 self.rotations += 1
-                log.info("file_rotated_away", path=f.path, key=key_text(f.key),
-                         note="reading it to its end, then forgetting it")
+                log.info(
+                    "file_rotated_away",
+                    path=f.path,
+                    key=key_text(f.key),
+                    note="reading it to its end, then forgetting it",
+                )
 
-    def _open(self, key: Key, path: str, inp: _Input, now: float, *, initial: bool,
-              orphan: bool = False) -> _File | None:
+    def _open(
+        self, key: Key, path: str, inp: _Input, now: float, *, initial: bool, orphan: bool = False
+    ) -> _File | None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
         except OSError as exc:
@@ -469,32 +496,58 @@ class TailReader(ReaderThread[TailChunk | TailDone]):
         pos = self._positions.get(key)
         gen, offset = 0, 0
         if pos is not None:
-            saved = pos.head[:min(len(pos.head), pos.offset)]
+            saved = pos.head[: min(len(pos.head), pos.offset)]
             if head.startswith(saved) and st.st_size >= pos.offset:
                 gen, offset = pos.gen, pos.offset
             else:
                 gen = pos.gen + 1
                 self.truncations += 1
-                log.warning("file_changed_since_checkpoint", path=path, key=key_text(key),
-                            checkpoint_offset=pos.offset, size=st.st_size,
-                            note="truncated or replaced: reading it from the start")
+                log.warning(
+                    "file_changed_since_checkpoint",
+                    path=path,
+                    key=key_text(key),
+                    checkpoint_offset=pos.offset,
+                    size=st.st_size,
+                    note="truncated or replaced: reading it from the start",
+                )
         elif initial and self.first_start and inp.cfg.start == "tail":
             offset = _after_last_newline(fd, st.st_size)
-        f = _File(key=key, inp=inp, path=path, fd=fd, gen=gen, offset=offset, head=head,
-                  size_seen=offset, mtime_seen=0, last_growth=now,
-                  orphan_since=now if orphan else None)
+        f = _File(
+            key=key,
+            inp=inp,
+            path=path,
+            fd=fd,
+            gen=gen,
+            offset=offset,
+            head=head,
+            size_seen=offset,
+            mtime_seen=0,
+            last_growth=now,
+            orphan_since=now if orphan else None,
+        )
         self._files[key] = f
         self._positions[key] = FilePos(key[0], key[1], gen, offset, path, head)
-        log.info("file_tail_open", path=path, key=key_text(key), offset=offset, gen=gen,
-                 service=inp.service, orphan=orphan)
+        log.info(
+            "file_tail_open",
+            path=path,
+            key=key_text(key),
+            offset=offset,
+            gen=gen,
+            service=inp.service,
+            orphan=orphan,
+        )
         return f
 
     def _report_unreadable(self, path: str, exc: OSError) -> None:
         text = f"{errno.errorcode.get(exc.errno or 0, 'error')}: {exc.strerror or exc}"
         if self._unreadable.get(path) != text:
             self._unreadable[path] = text
-            log.warning("file_unreadable", path=path, error=text,
-                        note="retried at every poll; shipping goes on for other files")
+            log.warning(
+                "file_unreadable",
+                path=path,
+                error=text,
+                note="retried at every poll; shipping goes on for other files",
+            )
 
     def _adopt_rotated_while_down(self) -> None:
         """Checkpointed files no glob finds: look for the inode next to its old path (renamed
@@ -505,18 +558,25 @@ class TailReader(ReaderThread[TailChunk | TailDone]):
                 continue
             found = _find_inode(Path(pos.path).parent, key)
             if found is not None:
-                inp = next((i for i in self.inputs if fnmatch.fnmatch(pos.path, i.cfg.path)),
-                           self.inputs[0])
+                inp = next(
+                    (i for i in self.inputs if fnmatch.fnmatch(pos.path, i.cfg.path)),
+                    self.inputs[0],
+                )
                 log.info("file_rotated_while_down", old_path=pos.path, path=found)
-                if self._open(key, found, inp, self._clock(), initial=False,
-                              orphan=True) is not None:
+                if (
+                    self._open(key, found, inp, self._clock(), initial=False, orphan=True)
+                    is not None
+                ):
                     continue
             gone.append(key)
         if gone:
             for key in gone:
                 self._positions.pop(key, None)
-            log.info("file_checkpoints_forgotten", files=[key_text(k) for k in gone],
-                     reason="no longer found")
+            log.info(
+                "file_checkpoints_forgotten",
+                files=[key_text(k) for k in gone],
+                reason="no longer found",
+            )
             self._emit_state()
 
     # -- reading ------------------------------------------------------------------------------
@@ -562,8 +622,14 @@ class TailReader(ReaderThread[TailChunk | TailDone]):
         self._flush_pending(f)
         self._ship(f, self._clock())
         self.truncations += 1
-        log.info("file_truncated", path=f.path, key=key_text(f.key), read_up_to=f.offset,
-                 size=size, gen=f.gen + 1)
+        log.info(
+            "file_truncated",
+            path=f.path,
+            key=key_text(f.key),
+            read_up_to=f.offset,
+            size=size,
+            gen=f.gen + 1,
+        )
         f.gen += 1
         f.offset = 0
         f.buf = b""
@@ -580,7 +646,7 @@ class TailReader(ReaderThread[TailChunk | TailDone]):
             newline = data.find(b"\n")
             if newline < 0:
                 return
-            data = data[newline + 1:]
+            data = data[newline + 1 :]
             base += newline + 1
             f.discarding = False
         if f.buf:
@@ -641,8 +707,9 @@ class TailReader(ReaderThread[TailChunk | TailDone]):
         p = f.pending
         if p is not None:
             f.pending = None
-            f.events.append(_Event(p.start, p.end, "\n".join(p.lines), len(p.lines),
-                                   p.continued, p.cut))
+            f.events.append(
+                _Event(p.start, p.end, "\n".join(p.lines), len(p.lines), p.continued, p.cut)
+            )
 
     def _flush_partial(self, f: _File) -> None:
         """Ship the unfinished last line as it is (the file stopped growing, or went away)."""
@@ -660,8 +727,10 @@ class TailReader(ReaderThread[TailChunk | TailDone]):
                 self._flush_pending(f)
             if f.events:
                 self._ship(f, now)
-            if f.orphan_since is not None and now - max(f.last_growth, f.orphan_since) \
-                    >= tail.rotate_wait:
+            if (
+                f.orphan_since is not None
+                and now - max(f.last_growth, f.orphan_since) >= tail.rotate_wait
+            ):
                 self._finish(f)
 
     def _finish(self, f: _File) -> None:
@@ -693,8 +762,9 @@ class TailReader(ReaderThread[TailChunk | TailDone]):
         if not events and old is not None and old.offset == done and old.gen == f.gen:
             return
         base = dict(self._positions)
-        start_pos = FilePos(f.key[0], f.key[1], f.gen, old.offset if old is not None else 0,
-                            f.path, f.head)
+        start_pos = FilePos(
+            f.key[0], f.key[1], f.gen, old.offset if old is not None else 0, f.path, f.head
+        )
         base[f.key] = start_pos
         chunk = TailChunk()
         micros = self._event_times(f, events)
@@ -708,10 +778,11 @@ class TailReader(ReaderThread[TailChunk | TailDone]):
         gen = f.gen
         for event, when in zip(events, micros, strict=True):
             chunk.lines += 1
-            first = event.text if event.lines == 1 else event.text[:event.text.find("\n")]
+            first = event.text if event.lines == 1 else event.text[: event.text.find("\n")]
             level = inp.fixed_level or detect_level(first) or "INFO"
-            if not noop and not rules.keep(None, None, LEVEL_PRIORITY[level], event.text,
-                                           inp.service):
+            if not noop and not rules.keep(
+                None, None, LEVEL_PRIORITY[level], event.text, inp.service
+            ):
                 chunk.filtered += 1
                 continue
             meta: dict[str, Any] = {"path": f.path, "offset": event.start}
@@ -721,16 +792,19 @@ class TailReader(ReaderThread[TailChunk | TailDone]):
                 meta["continued"] = True
             if event.cut:
                 meta["cut"] = True
-            encoded = dumps({
-                "timestamp": self._iso(when),
-                "source": SOURCE,
-                "service": inp.service,
-                "host": inp.host,
-                "level": level,
-                "message": event.text,
-                "source_id": f"{dev}:{ino}:{gen}:{event.start}",
-                "meta": meta,
-            }, option=orjson.OPT_SORT_KEYS)
+            encoded = dumps(
+                {
+                    "timestamp": self._iso(when),
+                    "source": SOURCE,
+                    "service": inp.service,
+                    "host": inp.host,
+                    "level": level,
+                    "message": event.text,
+                    "source_id": f"{dev}:{ino}:{gen}:{event.start}",
+                    "meta": meta,
+                },
+                option=orjson.OPT_SORT_KEYS,
+            )
             parts.append(encoded)
             position += len(encoded) + 1
             chunk.offsets.append(position)

@@ -25,12 +25,22 @@ from datetime import UTC, datetime, timedelta
 SCAN_CHARS = 256
 
 LEVEL_WORDS: dict[str, str] = {
-    "CRITICAL": "CRITICAL", "CRIT": "CRITICAL", "FATAL": "CRITICAL", "EMERG": "CRITICAL",
-    "EMERGENCY": "CRITICAL", "ALERT": "CRITICAL", "PANIC": "CRITICAL",
-    "SEVERE": "ERROR", "ERROR": "ERROR", "ERR": "ERROR",
-    "WARNING": "WARNING", "WARN": "WARNING",
-    "NOTICE": "INFO", "INFO": "INFO",
-    "DEBUG": "DEBUG", "TRACE": "DEBUG",
+    "CRITICAL": "CRITICAL",
+    "CRIT": "CRITICAL",
+    "FATAL": "CRITICAL",
+    "EMERG": "CRITICAL",
+    "EMERGENCY": "CRITICAL",
+    "ALERT": "CRITICAL",
+    "PANIC": "CRITICAL",
+    "SEVERE": "ERROR",
+    "ERROR": "ERROR",
+    "ERR": "ERROR",
+    "WARNING": "WARNING",
+    "WARN": "WARNING",
+    "NOTICE": "INFO",
+    "INFO": "INFO",
+    "DEBUG": "DEBUG",
+    "TRACE": "DEBUG",
 }
 GLOG_LEVELS = {"I": "INFO", "W": "WARNING", "E": "ERROR", "F": "CRITICAL"}
 
@@ -49,8 +59,12 @@ _ISO = re.compile(
 _SLASHED = re.compile(r"\[?(\d{4})/(\d\d)/(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?")
 _SYSLOG = re.compile(r"\[?([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?")
 _CLF = re.compile(r"\[(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-]\d{4})\]")
-MONTHS = {name: i for i, name in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+MONTHS = {
+    name: i
+    for i, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
 
 
 def detect_level(line: str) -> str | None:
@@ -110,8 +124,9 @@ class TimestampParser:
             naive = datetime(y, mo, d, h, mi, s)  # zone applied below
         except ValueError:
             return None
-        seconds = int(naive.astimezone().timestamp() if self.local
-                      else naive.replace(tzinfo=UTC).timestamp())
+        seconds = int(
+            naive.astimezone().timestamp() if self.local else naive.replace(tzinfo=UTC).timestamp()
+        )
         self._key, self._seconds = key, seconds
         return seconds
 
@@ -133,14 +148,16 @@ class TimestampParser:
             g = m.groups()
             zone = g[7]
             if zone is None:
-                seconds = self._epoch(int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4]),
-                                      int(g[5]))
+                seconds = self._epoch(
+                    int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4]), int(g[5])
+                )
                 if seconds is None:
                     return None
             else:
                 try:
-                    naive = datetime(int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4]),
-                                     int(g[5]), tzinfo=UTC)
+                    naive = datetime(
+                        int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4]), int(g[5]), tzinfo=UTC
+                    )
                 except ValueError:
                     return None
                 seconds = int(naive.timestamp()) - _offset_seconds(zone)
@@ -148,8 +165,7 @@ class TimestampParser:
         m = _SLASHED.match(head)
         if m is not None:
             g = m.groups()
-            seconds = self._epoch(int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4]),
-                                  int(g[5]))
+            seconds = self._epoch(int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4]), int(g[5]))
             return None if seconds is None else seconds * 1_000_000 + _fraction(g[6])
         m = _SYSLOG.match(head)
         if m is not None and m.group(1) in MONTHS:
@@ -167,8 +183,9 @@ class TimestampParser:
         if m is not None and m.group(2) in MONTHS:
             g = m.groups()
             try:
-                naive = datetime(int(g[2]), MONTHS[g[1]], int(g[0]), int(g[3]), int(g[4]),
-                                 int(g[5]), tzinfo=UTC)
+                naive = datetime(
+                    int(g[2]), MONTHS[g[1]], int(g[0]), int(g[3]), int(g[4]), int(g[5]), tzinfo=UTC
+                )
             except ValueError:
                 return None
             return (int(naive.timestamp()) - _offset_seconds(g[6])) * 1_000_000

@@ -7,14 +7,15 @@ down. Each test that needs it gets a database of its own, dropped afterwards.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pymysql
@@ -129,6 +130,87 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) 
             return False
         time.sleep(0.1)
     return False
+
+
+class ServeProcess:
+    """``devmesh serve`` as a subprocess on a data dir and a port kept across restarts, so a
+    shipper pointed at it once sees the server stop, die and come back (tests and benches).
+
+    Its output goes to ``server-<port>.log`` beside the data dir.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        token: str,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.token = token
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        env = {
+            **os.environ,
+            "DEVMESH_DATA_DIR": str(self.data_dir),
+            "DEVMESH_API_TOKENS": self.token,
+            "DEVMESH_LOG_FORMAT": "json",
+            **self.env,
+        }
+        devmesh = str(Path(sys.executable).with_name("devmesh"))
+        with (self.data_dir.parent / f"server-{self.port}.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [devmesh, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if wait_healthy(self.url, self.proc):
+            return self
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"devmesh serve exited with {self.proc.returncode}")
+        raise RuntimeError("devmesh serve did not become healthy")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server (SIGTERM, or SIGKILL with ``kill``) and wait for it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def get(self, path: str, **params: Any) -> Any:
+        """GET ``path`` with the token; the decoded JSON answer."""
+        response = httpx.get(
+            self.url + path,
+            params=params,
+            timeout=60,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def count(self) -> int:
+        """Events in the server's store."""
+        return int(self.get("/info")["counts"]["events"])
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every stored event, oldest first (by time), read page by page."""
+        events: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 1000, "order": "asc"}
+            if cursor:
+                params["cursor"] = cursor
+            page = self.get("/query/logs", **params)
+            events.extend(page["events"])
+            cursor = page["next"]
+            if not cursor:
+                return events
 
 
 @pytest.fixture

@@ -124,15 +124,34 @@ REGISTERED = (
 
 def test_ship_works_as_a_typer_command(tmp_path: Path) -> None:
     """As the lead registers it on the main CLI: ``app.command()(ship)``."""
-    help_text = subprocess.run([sys.executable, "-c", REGISTERED, "ship", "--help"],
-                               capture_output=True, text=True, timeout=60, cwd=ROOT)
+    help_text = subprocess.run(
+        [sys.executable, "-c", REGISTERED, "ship", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert help_text.returncode == 0, help_text.stderr
-    for option in ("--config", "--server", "--token-file", "--directory", "--format",
-                   "--follow", "--batch-size", "--spool-mb", "--filters"):
+    for option in (
+        "--config",
+        "--server",
+        "--token-file",
+        "--directory",
+        "--format",
+        "--follow",
+        "--batch-size",
+        "--spool-mb",
+        "--filters",
+    ):
         assert option in help_text.stdout
     path = tmp_path / "c.yaml"
     path.write_text("server: nope\n")
-    bad = subprocess.run([sys.executable, "-c", REGISTERED, "ship", "--config", str(path)],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, "-c", REGISTERED, "ship", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert bad.returncode == EX_CONFIG
     assert "configuration error" in bad.stderr

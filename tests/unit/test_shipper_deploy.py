@@ -40,7 +40,7 @@ def test_staged_install(tmp_path: Path) -> None:
         "--token-file",
         str(token),
         "--format",
-        "export",
+        "json",
         "--start",
         "head",
     )
@@ -58,7 +58,7 @@ def test_staged_install(tmp_path: Path) -> None:
     data["token_file"] = str(token_path)  # as the service would see it
     cfg = parse_config(data)
     assert cfg.token == "dm_node1_secret"
-    assert cfg.journal.format == "export" and cfg.journal.start == "head"
+    assert cfg.journal.format == "json" and cfg.journal.start == "head"
 
     unit = (dest / "etc" / "systemd" / "system" / "devmesh-shipper.service").read_text()
     assert "@" not in unit.replace("user@", "")  # every placeholder replaced
@@ -156,9 +156,7 @@ def test_staged_install_with_the_agent(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     etc = dest / "etc" / "devmesh"
-    env = dict(
-        line.split("=", 1) for line in (etc / "agent.env").read_text().splitlines() if line
-    )
+    env = dict(line.split("=", 1) for line in (etc / "agent.env").read_text().splitlines() if line)
     assert env["DEVMESH_AGENT_SERVER"] == "https://dm.lan:8770"
     assert env["DEVMESH_AGENT_HOST"]
     # Nothing is allowed until the operator says so.

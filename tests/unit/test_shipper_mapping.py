@@ -246,17 +246,17 @@ def test_export_and_json_give_the_same_object() -> None:
 
 def test_build_command() -> None:
     live = build_command(JournalConfig(), "C", follow=True)
-    assert live[:2] == ["journalctl", "-o"] and live[2] == "json"
+    assert live[:2] == ["journalctl", "-o"] and live[2] == "export"  # the default
     assert "--all" in live  # without it fields over 4 KiB come out as null
     assert "-q" not in live  # it would hide "you cannot see the system journal"
     assert live[live.index("--after-cursor") + 1] == "C"
     assert "-f" in live and "--no-tail" in live
     files = build_command(
-        JournalConfig(mode="file", files=(Path("/a.journal"), Path("/b.journal")), format="export"),
+        JournalConfig(mode="file", files=(Path("/a.journal"), Path("/b.journal")), format="json"),
         None,
         follow=False,
     )
-    assert files[2] == "export"
+    assert files[2] == "json"
     assert files.count("--file") == 2 and "-f" not in files and "--after-cursor" not in files
     directory = build_command(
         JournalConfig(mode="directory", directory=Path("/j")), None, follow=True

@@ -50,8 +50,11 @@ def test_files_section_with_defaults_and_relative_globs(tmp_path: Path) -> None:
     assert nginx.timestamps == "read_time" and nginx.timezone == "UTC"
     assert nginx.multiline.start == r"^\d{4}" and nginx.multiline.max_lines == 9
     assert nginx.multiline.timeout == 0.5
-    assert (cfg.tail.poll_interval, cfg.tail.rotate_wait, cfg.tail.partial_line_timeout) == \
-        (0.05, 1.0, 2.0)
+    assert (cfg.tail.poll_interval, cfg.tail.rotate_wait, cfg.tail.partial_line_timeout) == (
+        0.05,
+        1.0,
+        2.0,
+    )
     assert cfg.file_checkpoint_path == DEFAULT_STATE_DIR / "files.json"
 
 
@@ -66,8 +69,10 @@ def test_files_section_with_defaults_and_relative_globs(tmp_path: Path) -> None:
         ("files: [{path: /x, service: a, start: middle}]", "start must be head or tail"),
         ("files: [{path: /x, service: a, level: loud}]", "level must be auto or one of"),
         ("files: [{path: /x, service: a, multiline: {start: '('}}]", "multiline.start: bad regex"),
-        ("files: [{path: /x, service: a, multiline: {max_lines: 0}}]",
-         "multiline.max_lines must be at least 1"),
+        (
+            "files: [{path: /x, service: a, multiline: {max_lines: 0}}]",
+            "multiline.max_lines must be at least 1",
+        ),
         ("files: [{path: /x, service: a, max_line_bytes: 10}]", "max_line_bytes must be at least"),
         ("tail: {poll: 1}", "tail: unknown keys: poll"),
         ("journal: {enabled: false}", "nothing to ship"),
@@ -79,9 +84,17 @@ def test_mistakes_are_named(text: str, error: str) -> None:
 
 
 def test_cli_path_replaces_files_and_switches_the_journal_off(tmp_path: Path) -> None:
-    cfg = build_config(None, paths=["logs/*.log", str(tmp_path / "b.log")], service="app",
-                       multiline_start=r"^\[", multiline_timeout=0.3, max_line_bytes=4096,
-                       poll_interval=0.02, rotate_wait=0.5, start="tail")
+    cfg = build_config(
+        None,
+        paths=["logs/*.log", str(tmp_path / "b.log")],
+        service="app",
+        multiline_start=r"^\[",
+        multiline_timeout=0.3,
+        max_line_bytes=4096,
+        poll_interval=0.02,
+        rotate_wait=0.5,
+        start="tail",
+    )
     assert not cfg.journal.enabled
     first, second = cfg.files
     assert Path(first.path).is_absolute() and first.path.endswith("logs/*.log")
@@ -105,9 +118,18 @@ def test_cli_path_needs_a_service() -> None:
 
 def test_light_entry_point_exits_78_without_a_service(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "devmesh.cli.ship", "--path", str(tmp_path / "*.log"),
-         "--state-dir", str(tmp_path / "state")],
-        cwd=ROOT, capture_output=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "devmesh.cli.ship",
+            "--path",
+            str(tmp_path / "*.log"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
     )
     assert result.returncode == EX_CONFIG
     assert b"--path needs --service" in result.stderr

@@ -36,8 +36,14 @@ def test_levels_in_common_formats(line: str, level: str) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["a connection error occurred", "Error-prone code path", "user INFORMATION updated",
-     "warning: lowercase without a marker", "Eagle 0501 flew", ""],
+    [
+        "a connection error occurred",
+        "Error-prone code path",
+        "user INFORMATION updated",
+        "warning: lowercase without a marker",
+        "Eagle 0501 flew",
+        "",
+    ],
 )
 def test_no_level_without_a_level_word(line: str) -> None:
     assert detect_level(line) is None
@@ -50,13 +56,17 @@ def micros(dt: datetime) -> int:
 def test_iso_8601_variants() -> None:
     utc = TimestampParser(local=False)
     assert utc.parse("2024-05-01T10:00:00Z started") == micros(
-        datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC))
+        datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
+    )
     assert utc.parse("2024-05-01T10:00:00.123456789+02:00 x") == micros(
-        datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2))))
+        datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    )
     assert utc.parse("2024-05-01 10:00:00,123 INFO python logging") == micros(
-        datetime(2024, 5, 1, 10, 0, 0, 123000, tzinfo=UTC))
+        datetime(2024, 5, 1, 10, 0, 0, 123000, tzinfo=UTC)
+    )
     assert utc.parse("[2024-05-01 10:00:00 -0700] bracketed") == micros(
-        datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone(timedelta(hours=-7))))
+        datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone(timedelta(hours=-7)))
+    )
     assert utc.parse("2024-02-30 10:00:00 not a date") is None
 
 
@@ -70,29 +80,38 @@ def test_naive_times_are_local_unless_utc() -> None:
 def test_nginx_error_log_and_common_log_format() -> None:
     utc = TimestampParser(local=False)
     assert utc.parse("2024/05/01 10:00:00 [error] 1#0: x") == micros(
-        datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC))
+        datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
+    )
     clf = '127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326'
     assert utc.parse(clf) == micros(
-        datetime(2000, 10, 10, 13, 55, 36, tzinfo=timezone(timedelta(hours=-7))))
+        datetime(2000, 10, 10, 13, 55, 36, tzinfo=timezone(timedelta(hours=-7)))
+    )
 
 
 def test_syslog_and_glog_take_the_current_year_or_the_previous_one() -> None:
     june = datetime(2025, 6, 1, 12, 0, tzinfo=UTC).timestamp()
     parser = TimestampParser(local=False, now=june)
     assert parser.parse("May  1 10:00:00 host sshd[1]: Accepted") == micros(
-        datetime(2025, 5, 1, 10, 0, 0, tzinfo=UTC))
+        datetime(2025, 5, 1, 10, 0, 0, tzinfo=UTC)
+    )
     assert parser.parse("I0501 10:00:00.250000 1 main.go:1] started") == micros(
-        datetime(2025, 5, 1, 10, 0, 0, 250000, tzinfo=UTC))
+        datetime(2025, 5, 1, 10, 0, 0, 250000, tzinfo=UTC)
+    )
     january = datetime(2025, 1, 2, tzinfo=UTC).timestamp()
     parser = TimestampParser(local=False, now=january)
     assert parser.parse("Dec 31 23:59:59 host cron[1]: x") == micros(
-        datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC))
+        datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC)
+    )
 
 
 def test_no_timestamp() -> None:
     parser = TimestampParser()
-    for line in ("plain text", "  at com.example.Foo(Foo.java:1)", "10:00:00 only a time",
-                 "Mayday 1 10:00:00"):
+    for line in (
+        "plain text",
+        "  at com.example.Foo(Foo.java:1)",
+        "10:00:00 only a time",
+        "Mayday 1 10:00:00",
+    ):
         assert parser.parse(line) is None
 
 
@@ -101,4 +120,5 @@ def test_iso_formatter_round_trips() -> None:
     value = micros(datetime(2024, 5, 1, 10, 0, 0, 42, tzinfo=UTC))
     assert fmt(value) == "2024-05-01T10:00:00.000042+00:00"
     assert datetime.fromisoformat(fmt(value + 1_000_000)) == datetime(
-        2024, 5, 1, 10, 0, 1, 42, tzinfo=UTC)
+        2024, 5, 1, 10, 0, 1, 42, tzinfo=UTC
+    )

@@ -37,8 +37,14 @@ FAST = TailConfig(poll_interval=0.01, rotate_wait=0.3, partial_line_timeout=30.0
 class Tail:
     """A TailReader with its state dir; collects events with their tokens."""
 
-    def __init__(self, state: Path, inputs: list[FileInput], tail: TailConfig = FAST,
-                 filters: ReloadableFilter | None = None, follow: bool = True) -> None:
+    def __init__(
+        self,
+        state: Path,
+        inputs: list[FileInput],
+        tail: TailConfig = FAST,
+        filters: ReloadableFilter | None = None,
+        follow: bool = True,
+    ) -> None:
         self.state = state
         self.inputs = inputs
         self.tail = tail
@@ -55,9 +61,16 @@ class Tail:
     def start(self) -> Tail:
         self.state.mkdir(parents=True, exist_ok=True)
         positions = self.checkpoints.load()
-        self.reader = TailReader(self.inputs, self.tail, positions, self.filters, self.out,
-                                 StampLog(self.state / "stamps.json", self.checkpoints),
-                                 node_host="node1", follow=self.follow)
+        self.reader = TailReader(
+            self.inputs,
+            self.tail,
+            positions,
+            self.filters,
+            self.out,
+            StampLog(self.state / "stamps.json", self.checkpoints),
+            node_host="node1",
+            follow=self.follow,
+        )
         self.reader.start()
         return self
 
@@ -83,8 +96,9 @@ class Tail:
             if len(self.events) >= count:
                 return self.events
             time.sleep(0.01)
-        raise AssertionError(f"got {len(self.events)} events, wanted {count}: "
-                             f"{[e['message'] for e in self.events]}")
+        raise AssertionError(
+            f"got {len(self.events)} events, wanted {count}: {[e['message'] for e in self.events]}"
+        )
 
     def settle(self, seconds: float = 0.3) -> list[dict[str, Any]]:
         """Events after the reader had time to ship anything more it would."""
@@ -124,8 +138,9 @@ def tails() -> Iterator[list[Tail]]:
 
 
 def single_lines(pattern: Path, service: str = "app", **kw: Any) -> FileInput:
-    return FileInput(path=str(pattern), service=service,
-                     multiline=MultilineConfig(enabled=False), **kw)
+    return FileInput(
+        path=str(pattern), service=service, multiline=MultilineConfig(enabled=False), **kw
+    )
 
 
 def make(tails: list[Tail], tmp: Path, inputs: list[FileInput], **kw: Any) -> Tail:
@@ -166,8 +181,12 @@ def test_a_partial_line_is_shipped_after_the_file_stopped_growing(
     tmp_path: Path, logs: Path, tails: list[Tail]
 ) -> None:
     (logs / "app.log").write_text("done\nno newline yet")
-    tail = make(tails, tmp_path, [single_lines(logs / "*.log")],
-                tail=TailConfig(poll_interval=0.01, partial_line_timeout=0.4))
+    tail = make(
+        tails,
+        tmp_path,
+        [single_lines(logs / "*.log")],
+        tail=TailConfig(poll_interval=0.01, partial_line_timeout=0.4),
+    )
     started = time.monotonic()
     tail.wait_events(2)
     assert time.monotonic() - started >= 0.35
@@ -187,8 +206,9 @@ def test_rename_rotation_reads_the_old_file_to_its_end_then_the_new_one(
         app.write_text(lines(15, 20))
         writer.write(lines(10, 15))  # late lines into the rotated file
     tail.wait_events(20)
-    assert sorted(tail.messages(), key=lambda m: int(m.split()[1])) == \
-        [f"line {i}" for i in range(20)]
+    assert sorted(tail.messages(), key=lambda m: int(m.split()[1])) == [
+        f"line {i}" for i in range(20)
+    ]
     # The old inode is finished and forgotten once it stayed idle for rotate_wait.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -242,8 +262,11 @@ def test_new_files_matching_the_glob_are_picked_up(
 ) -> None:
     (logs / "a.log").write_text("from a\n")
     (logs / "ignored.txt").write_text("not matched\n")
-    tail = make(tails, tmp_path, [single_lines(logs / "*.log"),
-                                  single_lines(logs / "*.txt.web", service="web")])
+    tail = make(
+        tails,
+        tmp_path,
+        [single_lines(logs / "*.log"), single_lines(logs / "*.txt.web", service="web")],
+    )
     tail.wait_events(1)
     (logs / "b.log").write_text("from b\n")
     (logs / "x.txt.web").write_text("web line\n")
@@ -286,11 +309,21 @@ def test_multiline_java_and_python_traces_join_their_first_line(
         "ValueError: bad value\n"
     )
     (logs / "app.log").write_text(java + python + "2024-05-01 10:00:02 INFO next\n")
-    tail = make(tails, tmp_path, [FileInput(path=str(logs / "*.log"), service="app",
-                                            multiline=MultilineConfig(timeout=0.2))])
+    tail = make(
+        tails,
+        tmp_path,
+        [
+            FileInput(
+                path=str(logs / "*.log"), service="app", multiline=MultilineConfig(timeout=0.2)
+            )
+        ],
+    )
     tail.wait_events(3)
-    assert tail.messages() == [java.rstrip("\n"), python.rstrip("\n"),
-                               "2024-05-01 10:00:02 INFO next"]
+    assert tail.messages() == [
+        java.rstrip("\n"),
+        python.rstrip("\n"),
+        "2024-05-01 10:00:02 INFO next",
+    ]
     assert [e["level"] for e in tail.events] == ["ERROR", "ERROR", "INFO"]
     assert tail.events[0]["meta"]["lines"] == 6
 
@@ -301,8 +334,7 @@ def test_multiline_start_pattern_cap_and_flush_timeout(
     text = "[1] start\nmore\nmore\nmore\nmore\n[2] second\ncontinued\n"
     (logs / "app.log").write_text(text)
     ml = MultilineConfig(start=r"^\[\d+\]", max_lines=3, timeout=0.3)
-    tail = make(tails, tmp_path, [FileInput(path=str(logs / "*.log"), service="app",
-                                            multiline=ml)])
+    tail = make(tails, tmp_path, [FileInput(path=str(logs / "*.log"), service="app", multiline=ml)])
     started = time.monotonic()
     tail.wait_events(3)
     assert tail.messages() == ["[1] start\nmore\nmore", "more\nmore", "[2] second\ncontinued"]
@@ -319,9 +351,18 @@ def test_levels_and_timestamps_from_lines_or_read_time(
         "no time, no level\n"
     )
     before = time.time()
-    tail = make(tails, tmp_path, [FileInput(path=str(logs / "*.log"), service="app",
-                                            timezone="UTC",
-                                            multiline=MultilineConfig(enabled=False))])
+    tail = make(
+        tails,
+        tmp_path,
+        [
+            FileInput(
+                path=str(logs / "*.log"),
+                service="app",
+                timezone="UTC",
+                multiline=MultilineConfig(enabled=False),
+            )
+        ],
+    )
     tail.wait_events(3)
     first, second, third = tail.events
     assert first["timestamp"] == "2024-05-01T10:00:00.500000+00:00"
@@ -351,8 +392,9 @@ def test_a_huge_line_is_cut_with_a_marker_and_the_next_line_is_intact(
 def test_filters_apply_to_file_events(tmp_path: Path, logs: Path, tails: list[Tail]) -> None:
     (logs / "app.log").write_text("DEBUG noisy\nERROR kept\nhealthcheck ok\n")
     rules = parse_rules({"min_priority": "info", "drop_messages": ["^healthcheck"]})
-    tail = make(tails, tmp_path, [single_lines(logs / "*.log")],
-                filters=ReloadableFilter(None, rules))
+    tail = make(
+        tails, tmp_path, [single_lines(logs / "*.log")], filters=ReloadableFilter(None, rules)
+    )
     tail.wait_events(1)
     assert tail.settle() == tail.events and tail.messages() == ["ERROR kept"]
     assert tail.last_token is not None
@@ -400,8 +442,9 @@ def test_a_file_rotated_while_the_shipper_was_down_is_finished(
     app.write_text(lines(8, 10))
     second = make(tails, tmp_path, [single_lines(logs / "*.log")])
     second.wait_events(5)
-    assert second.settle(0.6) and sorted(second.messages()) == \
-        sorted(f"line {i}" for i in range(5, 10))
+    assert second.settle(0.6) and sorted(second.messages()) == sorted(
+        f"line {i}" for i in range(5, 10)
+    )
     assert second.last_token is not None
     assert list(second.last_token.positions()) == [(app.stat().st_dev, app.stat().st_ino)]
 

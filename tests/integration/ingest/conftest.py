@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,12 +17,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
 from ingest.journald import write_journal
-from tests.conftest import free_port, wait_healthy
+from tests.conftest import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[3]
 DEVMESH = str(Path(sys.executable).with_name("devmesh"))
@@ -35,13 +33,20 @@ BASE_US = 1_760_000_000_000_000
 @pytest.fixture(autouse=True)
 def _journal_tools() -> None:
     if shutil.which("journalctl") is None or not os.access(JOURNAL_REMOTE, os.X_OK):
-        pytest.skip("needs journalctl and systemd-journal-remote "
-                    "(apt-get install -y systemd-journal-remote)")
+        pytest.skip(
+            "needs journalctl and systemd-journal-remote "
+            "(apt-get install -y systemd-journal-remote)"
+        )
 
 
-def make_entries(start: int, count: int, *, host: str = "node1",
-                 units: tuple[str, ...] = ("nginx", "postgresql", "sshd", "cron"),
-                 **extra: str | bytes) -> list[dict[str, str | bytes]]:
+def make_entries(
+    start: int,
+    count: int,
+    *,
+    host: str = "node1",
+    units: tuple[str, ...] = ("nginx", "postgresql", "sshd", "cron"),
+    **extra: str | bytes,
+) -> list[dict[str, str | bytes]]:
     """Journal-shaped entries with distinct messages; ``i`` is encoded in the message."""
     out: list[dict[str, str | bytes]] = []
     for i in range(start, start + count):
@@ -76,8 +81,11 @@ class Journal:
         write_journal(self.path, entries, remote=JOURNAL_REMOTE)
 
     def entries(self) -> list[dict[str, Any]]:
-        out = subprocess.run(["journalctl", "--directory", str(self.directory), "-o", "json",
-                              "--all"], capture_output=True, check=True).stdout
+        out = subprocess.run(
+            ["journalctl", "--directory", str(self.directory), "-o", "json", "--all"],
+            capture_output=True,
+            check=True,
+        ).stdout
         return [orjson.loads(line) for line in out.splitlines()]
 
     def cursors(self) -> list[str]:
@@ -88,57 +96,11 @@ class Journal:
         return {cursor.split(";", 1)[0] for cursor in self.cursors()}
 
 
-class Server:
+class Server(ServeProcess):
     """``devmesh serve`` on a fixed port and data dir, so it can be stopped and restarted."""
 
     def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = dict(env or {})
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Server:
-        env = {**os.environ, "DEVMESH_DATA_DIR": str(self.data_dir),
-               "DEVMESH_API_TOKENS": TOKEN, "DEVMESH_LOG_FORMAT": "json", **self.env}
-        log = (self.data_dir.parent / f"server-{self.port}.log").open("ab")
-        self.proc = subprocess.Popen([DEVMESH, "serve", "--host", "127.0.0.1", "--port",
-                                      str(self.port)], env=env, stdout=log, stderr=log)
-        log.close()
-        if wait_healthy(self.url, self.proc):
-            return self
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"devmesh serve exited with {self.proc.returncode}")
-        raise RuntimeError("devmesh serve did not become healthy")
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-    def _get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(self.url + path, params=params, timeout=60,
-                             headers={"Authorization": f"Bearer {TOKEN}"})
-        response.raise_for_status()
-        return response.json()
-
-    def count(self) -> int:
-        return int(self._get("/info")["counts"]["events"])
-
-    def events(self) -> list[dict[str, Any]]:
-        """Every stored event, oldest first (by time)."""
-        events: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            params: dict[str, Any] = {"limit": 1000, "order": "asc"}
-            if cursor:
-                params["cursor"] = cursor
-            page = self._get("/query/logs", **params)
-            events.extend(page["events"])
-            cursor = page["next"]
-            if not cursor:
-                return events
+        super().__init__(data_dir, token=TOKEN, env=env)
 
     def journald_events(self, journal: Journal | None = None) -> list[dict[str, Any]]:
         """journald events; with ``journal``, those from that journal (its seqnum ids), so
@@ -179,12 +141,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
-def shipper_args(server: Server | str, state: Path, journal: Journal, *extra: str,
-                 token: str | None = TOKEN) -> list[str]:
+def shipper_args(
+    server: Server | str, state: Path, journal: Journal, *extra: str, token: str | None = TOKEN
+) -> list[str]:
     url = server if isinstance(server, str) else server.url
-    args = [sys.executable, "-m", "devmesh.cli.ship", "--server", url, "--state-dir",
-            str(state), "--directory", str(journal.directory), "--start", "head",
-            "--heartbeat-seconds", "3600", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "devmesh.cli.ship",
+        "--server",
+        url,
+        "--state-dir",
+        str(state),
+        "--directory",
+        str(journal.directory),
+        "--start",
+        "head",
+        "--heartbeat-seconds",
+        "3600",
+        *extra,
+    ]
     if token is not None:
         args += ["--token", token]
     return args
@@ -196,12 +172,21 @@ def shipper_env() -> dict[str, str]:
     return env
 
 
-def ship_once(server: Server | str, state: Path, journal: Journal, *extra: str,
-              token: str | None = TOKEN, timeout: float = 120) -> tuple[int, dict[str, Any]]:
+def ship_once(
+    server: Server | str,
+    state: Path,
+    journal: Journal,
+    *extra: str,
+    token: str | None = TOKEN,
+    timeout: float = 120,
+) -> tuple[int, dict[str, Any]]:
     """Run the shipper with ``--no-follow`` to the end; return its exit code and final stats."""
     result = subprocess.run(
         shipper_args(server, state, journal, "--no-follow", *extra, token=token),
-        cwd=ROOT, env=shipper_env(), capture_output=True, timeout=timeout,
+        cwd=ROOT,
+        env=shipper_env(),
+        capture_output=True,
+        timeout=timeout,
     )
     return result.returncode, final_stats(result.stderr)
 
@@ -213,12 +198,18 @@ def final_stats(stderr: bytes) -> dict[str, Any]:
     raise AssertionError("no shipper_done line:\n" + stderr.decode(errors="replace")[-3000:])
 
 
-def start_shipper(server: Server, state: Path, journal: Journal, *extra: str,
-                  log: Path | None = None) -> subprocess.Popen[bytes]:
+def start_shipper(
+    server: Server, state: Path, journal: Journal, *extra: str, log: Path | None = None
+) -> subprocess.Popen[bytes]:
     """The shipper in follow mode, as a node runs it."""
     out = log.open("ab") if log is not None else subprocess.DEVNULL
-    proc = subprocess.Popen(shipper_args(server, state, journal, "--follow", *extra), cwd=ROOT,
-                            env=shipper_env(), stdout=subprocess.DEVNULL, stderr=out)
+    proc = subprocess.Popen(
+        shipper_args(server, state, journal, "--follow", *extra),
+        cwd=ROOT,
+        env=shipper_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=out,
+    )
     if log is not None:
         out.close()  # type: ignore[union-attr]
     return proc

@@ -40,8 +40,9 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     print(f"crash test seed: {seed} (DEVMESH_CRASH_SEED={seed} to replay)")
     rng = random.Random(seed)
     written = 4000
-    journal.write(make_entries(0, written, units=("nginx", "sshd", "postgresql", "cron",
-                                                  "kubelet")))
+    journal.write(
+        make_entries(0, written, units=("nginx", "sshd", "postgresql", "cron", "kubelet"))
+    )
     config = tmp_path / "shipper.yaml"
     state = tmp_path / "state"
     log = tmp_path / "shipper.log"
@@ -51,19 +52,32 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
         # Sometimes a commit after every batch (many commit points for the kill to hit),
         # sometimes every 0.5 s (a wide window of acknowledged-but-uncommitted batches that
         # the next run re-sends and the server must absorb).
-        config.write_text(f"server: {server.url}\n"
-                          f"cursor_commit_seconds: {rng.choice([0, 0.5])}\n"
-                          "retry: {initial_seconds: 0.05, max_seconds: 0.2}\n")
+        config.write_text(
+            f"server: {server.url}\n"
+            f"cursor_commit_seconds: {rng.choice([0, 0.5])}\n"
+            "retry: {initial_seconds: 0.05, max_seconds: 0.2}\n"
+        )
         if cycle in outages:  # killed while spooling through an outage
             server.stop(kill=True)
         started = log.read_bytes().count(b"shipper_starting") if log.exists() else 0
-        proc = start_shipper(server, state, journal, "--config", str(config), "--batch-size",
-                             str(rng.choice([5, 10, 25])), "--batch-seconds", "0.1", log=log)
+        proc = start_shipper(
+            server,
+            state,
+            journal,
+            "--config",
+            str(config),
+            "--batch-size",
+            str(rng.choice([5, 10, 25])),
+            "--batch-seconds",
+            "0.1",
+            log=log,
+        )
         if rng.random() < 0.8:
             # Time the kill from when the shipper is up (Python start-up takes a while on a
             # busy machine); the other cycles kill it during start-up.
-            wait_for(functools.partial(started_more_than, log, started),
-                     what="the shipper to start")
+            wait_for(
+                functools.partial(started_more_than, log, started), what="the shipper to start"
+            )
         deadline = time.monotonic() + rng.uniform(0.05, 0.9)
         if rng.random() < 0.6 or cycle in outages:  # the journal grows while it runs
             time.sleep(rng.uniform(0, 0.4))

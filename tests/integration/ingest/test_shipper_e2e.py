@@ -45,8 +45,17 @@ def test_ships_a_real_journal_once_and_resumes_after_the_cursor(
 ) -> None:
     journal.write(make_entries(0, 60) + special_entries())
     state = tmp_path / "state"
-    code, stats = ship_once(server, state, journal, "--format", fmt, "--batch-size", "25",
-                            "--host", "shipper-node-" + fmt)
+    code, stats = ship_once(
+        server,
+        state,
+        journal,
+        "--format",
+        fmt,
+        "--batch-size",
+        "25",
+        "--host",
+        "shipper-node-" + fmt,
+    )
     assert code == 0, stats
     assert stats["read"] == 65 and stats["accepted"] == 65 and stats["rejected"] == 0
     stored = server.journald_events(journal)
@@ -67,8 +76,11 @@ def test_ships_a_real_journal_once_and_resumes_after_the_cursor(
     assert messages["nginx entry 4"]["level"] == "WARNING"
     assert messages["postgresql entry 5"]["level"] == "INFO"
 
-    online = [e for e in server.events()
-              if e["event_type"] == "node_online" and e["host"] == "shipper-node-" + fmt]
+    online = [
+        e
+        for e in server.events()
+        if e["event_type"] == "node_online" and e["host"] == "shipper-node-" + fmt
+    ]
     assert len(online) == 1
 
     # A second run reads only what is new; a third reads nothing.
@@ -83,13 +95,21 @@ def test_ships_a_real_journal_once_and_resumes_after_the_cursor(
 def test_json_and_export_map_a_real_journal_identically(journal: Journal) -> None:
     journal.write(make_entries(0, 40) + special_entries())
     mapper = EntryMapper("fallback")
-    json_out = subprocess.run(["journalctl", "--directory", str(journal.directory), "-o",
-                               "json", "--all"], capture_output=True, check=True).stdout
-    export_out = subprocess.run(["journalctl", "--directory", str(journal.directory), "-o",
-                                 "export", "--all"], capture_output=True, check=True).stdout
+    json_out = subprocess.run(
+        ["journalctl", "--directory", str(journal.directory), "-o", "json", "--all"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    export_out = subprocess.run(
+        ["journalctl", "--directory", str(journal.directory), "-o", "export", "--all"],
+        capture_output=True,
+        check=True,
+    ).stdout
     sort = orjson.OPT_SORT_KEYS
-    from_json = [orjson.dumps(mapper.to_event(orjson.loads(line)), option=sort)
-                 for line in json_out.splitlines()]
+    from_json = [
+        orjson.dumps(mapper.to_event(orjson.loads(line)), option=sort)
+        for line in json_out.splitlines()
+    ]
     entries, used = parse_export(export_out)
     assert used == len(export_out)
     from_export = [orjson.dumps(mapper.to_event(e), option=sort) for e in entries]
@@ -142,16 +162,31 @@ def test_heartbeats_and_clean_stop(tmp_path: Path, journal: Journal, server: Ser
     def node_events() -> list[dict[str, Any]]:
         return [e for e in server.events() if e["host"] == "hb-node"]
 
-    args = shipper_args(server, tmp_path / "state", journal, "--follow",
-                        "--heartbeat-seconds", "0.3", "--host", "hb-node")
-    proc = subprocess.Popen(args, cwd=ROOT, env=shipper_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = shipper_args(
+        server,
+        tmp_path / "state",
+        journal,
+        "--follow",
+        "--heartbeat-seconds",
+        "0.3",
+        "--host",
+        "hb-node",
+    )
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=shipper_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
-        wait_for(lambda: sum(e["event_type"] == "heartbeat" for e in node_events()) >= 2,
-                 what="two heartbeats")
+        wait_for(
+            lambda: sum(e["event_type"] == "heartbeat" for e in node_events()) >= 2,
+            what="two heartbeats",
+        )
         # Heartbeats carry the shipper's counters (here: after the 5 entries went out).
-        wait_for(lambda: any(e["event_type"] == "heartbeat" and e["meta"]["shipped"] >= 5
-                             for e in node_events()), what="a heartbeat after shipping")
+        wait_for(
+            lambda: any(
+                e["event_type"] == "heartbeat" and e["meta"]["shipped"] >= 5 for e in node_events()
+            ),
+            what="a heartbeat after shipping",
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -167,12 +202,16 @@ def test_file_mode_follows_by_polling(tmp_path: Path, journal: Journal, server: 
     """journalctl cannot -f a --file; the shipper re-reads after its cursor instead."""
     journal.write(make_entries(0, 10))
     files = sorted(journal.directory.glob("*.journal"))
-    args = [a for a in shipper_args(server, tmp_path / "state", journal, "--follow")
-            if a not in ("--directory", str(journal.directory))]
+    args = [
+        a
+        for a in shipper_args(server, tmp_path / "state", journal, "--follow")
+        if a not in ("--directory", str(journal.directory))
+    ]
     for path in files:
         args += ["--file", str(path)]
-    proc = subprocess.Popen(args, cwd=ROOT, env=shipper_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=shipper_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for(lambda: len(server.journald_events(journal)) == 10, what="first entries")
         journal.write(make_entries(10, 15))
@@ -194,8 +233,16 @@ def test_filters_apply_and_reload_on_sighup(
         "units:\n  sshd: {min_priority: debug}\n"
     )
     log = tmp_path / "shipper.log"
-    proc = start_shipper(server, tmp_path / "state", journal, "--filters", str(filters),
-                         "--batch-seconds", "0.2", log=log)
+    proc = start_shipper(
+        server,
+        tmp_path / "state",
+        journal,
+        "--filters",
+        str(filters),
+        "--batch-seconds",
+        "0.2",
+        log=log,
+    )
     try:
         first = make_entries(0, 40)
         journal.write(first)
@@ -207,8 +254,10 @@ def test_filters_apply_and_reload_on_sighup(
             return unit == "sshd" or int(str(e["PRIORITY"])) <= 4
 
         expected = {str(e["MESSAGE"]) for e in first if kept_first(e)}
-        wait_for(lambda: {e["message"] for e in server.journald_events(journal)} == expected,
-                 what="filtered first batch")
+        wait_for(
+            lambda: {e["message"] for e in server.journald_events(journal)} == expected,
+            what="filtered first batch",
+        )
 
         filters.write_text("drop_units: [nginx]\n")
         proc.send_signal(signal.SIGHUP)  # the shipper is running: it shipped the first batch
@@ -216,8 +265,10 @@ def test_filters_apply_and_reload_on_sighup(
         second = make_entries(40, 40)
         journal.write(second)
         expected |= {str(e["MESSAGE"]) for e in second if e["SYSLOG_IDENTIFIER"] != "nginx"}
-        wait_for(lambda: {e["message"] for e in server.journald_events(journal)} == expected,
-                 what="second batch under the new rules")
+        wait_for(
+            lambda: {e["message"] for e in server.journald_events(journal)} == expected,
+            what="second batch under the new rules",
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -231,8 +282,16 @@ def test_a_broken_filter_file_on_reload_keeps_the_old_rules(
     filters = tmp_path / "filters.yaml"
     filters.write_text("drop_units: [cron]\n")
     log = tmp_path / "shipper.log"
-    proc = start_shipper(server, tmp_path / "state", journal, "--filters", str(filters),
-                         "--batch-seconds", "0.2", log=log)
+    proc = start_shipper(
+        server,
+        tmp_path / "state",
+        journal,
+        "--filters",
+        str(filters),
+        "--batch-seconds",
+        "0.2",
+        log=log,
+    )
     try:
         # Before its handler is installed, SIGHUP would end the process (the default action).
         wait_for(lambda: b"shipper_starting" in log.read_bytes(), what="the shipper")
@@ -260,4 +319,5 @@ def test_start_at_tail_ships_only_new_entries(
     code, stats = ship_once(server, state, journal, "--start", "tail")
     assert code == 0 and stats["accepted"] == 5
     assert sorted(e["message"] for e in server.journald_events(journal)) == sorted(
-        str(e["MESSAGE"]) for e in make_entries(10, 5))
+        str(e["MESSAGE"]) for e in make_entries(10, 5)
+    )

@@ -27,18 +27,19 @@ def test_server_down_spools_then_drains_everything_in_order(
     tmp_path: Path, journal: Journal, server: Server
 ) -> None:
     config = tmp_path / "shipper.yaml"
-    config.write_text(f"server: {server.url}\nretry: {{initial_seconds: 0.2, max_seconds: 1}}\n"
-                      "batch: {max_events: 20, max_seconds: 0.2, drain_max_events: 100}\n"
-                      )
+    config.write_text(
+        f"server: {server.url}\nretry: {{initial_seconds: 0.2, max_seconds: 1}}\n"
+        "batch: {max_events: 20, max_seconds: 0.2, drain_max_events: 100}\n"
+    )
     state = tmp_path / "state"
     log = tmp_path / "shipper.log"
-    proc = start_shipper(server, state, journal, "--config", str(config),
-                         "--heartbeat-seconds", "0.5", log=log)
+    proc = start_shipper(
+        server, state, journal, "--config", str(config), "--heartbeat-seconds", "0.5", log=log
+    )
     spool_dir = state / "spool"
     try:
         hosts = ["node1", "node2"]  # one journal holding two hosts (a journal-remote target)
-        journal.write(make_entries(0, 100, host=hosts[0]) + make_entries(100, 100,
-                                                                        host=hosts[1]))
+        journal.write(make_entries(0, 100, host=hosts[0]) + make_entries(100, 100, host=hosts[1]))
         wait_for(lambda: len(server.journald_events()) == 200, what="the first 200")
 
         server.stop(kill=True)
@@ -49,8 +50,10 @@ def test_server_down_spools_then_drains_everything_in_order(
             time.sleep(0.3)
         wait_for(lambda: spooled_events(spool_dir) == 300, what="300 events spooled")
         last = journal.cursors()[-1]
-        wait_for(lambda: orjson.loads((state / "cursor.json").read_bytes())["cursor"] == last,
-                 what="the cursor to pass the spooled entries")  # spooled = acknowledged
+        wait_for(
+            lambda: orjson.loads((state / "cursor.json").read_bytes())["cursor"] == last,
+            what="the cursor to pass the spooled entries",
+        )  # spooled = acknowledged
 
         server.start()  # same port, same data dir
         journal.write(make_entries(written, 100, host=hosts[0]))

@@ -50,10 +50,12 @@ class AppLog:
 
     def event(self, i: int) -> str:
         if i % 7 == 3:
-            return (f"2025-01-01T00:00:{i % 60:02d}.{i % 1000:03d}Z ERROR evt {i} failed\n"
-                    "Traceback (most recent call last):\n"
-                    f'  File "app.py", line {i}, in run\n'
-                    f"ValueError: evt {i}")
+            return (
+                f"2025-01-01T00:00:{i % 60:02d}.{i % 1000:03d}Z ERROR evt {i} failed\n"
+                "Traceback (most recent call last):\n"
+                f'  File "app.py", line {i}, in run\n'
+                f"ValueError: evt {i}"
+            )
         if i % 2:
             return f"2025-01-01T00:01:{i % 60:02d}.{i % 1000:03d}Z INFO evt {i} ok"
         return f"plain evt {i} without a timestamp"
@@ -78,17 +80,47 @@ class AppLog:
         os.truncate(self.path, 0)
 
 
-def start_shipper(server: Server, state: Path, logs: Path, config: Path,
-                  log: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "devmesh.cli.ship", "--config", str(config),
-            "--server", server.url, "--token", TOKEN, "--state-dir", str(state),
-            "--path", str(logs / "*.log"), "--service", "app", "--host", HOST,
-            "--poll-interval", "0.02", "--rotate-wait", "0.5", "--partial-line-seconds", "0.5",
-            "--multiline-timeout", "0.2", "--batch-size", "20", "--batch-seconds", "0.1",
-            "--heartbeat-seconds", "3600", "--follow"]
+def start_shipper(
+    server: Server, state: Path, logs: Path, config: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    args = [
+        sys.executable,
+        "-m",
+        "devmesh.cli.ship",
+        "--config",
+        str(config),
+        "--server",
+        server.url,
+        "--token",
+        TOKEN,
+        "--state-dir",
+        str(state),
+        "--path",
+        str(logs / "*.log"),
+        "--service",
+        "app",
+        "--host",
+        HOST,
+        "--poll-interval",
+        "0.02",
+        "--rotate-wait",
+        "0.5",
+        "--partial-line-seconds",
+        "0.5",
+        "--multiline-timeout",
+        "0.2",
+        "--batch-size",
+        "20",
+        "--batch-seconds",
+        "0.1",
+        "--heartbeat-seconds",
+        "3600",
+        "--follow",
+    ]
     with log.open("ab") as out:
-        return subprocess.Popen(args, cwd=ROOT, env=shipper_env(), stdout=subprocess.DEVNULL,
-                                stderr=out)
+        return subprocess.Popen(
+            args, cwd=ROOT, env=shipper_env(), stdout=subprocess.DEVNULL, stderr=out
+        )
 
 
 def started_more_than(log: Path, count: int) -> bool:
@@ -100,9 +132,7 @@ def stored(server: Server) -> list[dict[str, Any]]:
     return [e for e in server.events() if e["source"] == "file" and e["host"] == HOST]
 
 
-def test_rotation_and_kill_9_store_every_event_exactly_once(
-    tmp_path: Path, server: Server
-) -> None:
+def test_rotation_and_kill_9_store_every_event_exactly_once(tmp_path: Path, server: Server) -> None:
     seed = int(os.environ.get("DEVMESH_CRASH_SEED", time.time_ns() % 1_000_000))
     print(f"tail e2e seed: {seed} (DEVMESH_CRASH_SEED={seed} to replay)")
     rng = random.Random(seed)
@@ -110,8 +140,9 @@ def test_rotation_and_kill_9_store_every_event_exactly_once(
     logs.mkdir()
     state = tmp_path / "state"
     config = tmp_path / "shipper.yaml"
-    config.write_text("cursor_commit_seconds: 0.2\n"
-                      "retry: {initial_seconds: 0.05, max_seconds: 0.2}\n")
+    config.write_text(
+        "cursor_commit_seconds: 0.2\nretry: {initial_seconds: 0.05, max_seconds: 0.2}\n"
+    )
     log = tmp_path / "shipper.log"
     app = AppLog(logs / "app.log")
     app.write(40)
@@ -138,8 +169,10 @@ def test_rotation_and_kill_9_store_every_event_exactly_once(
         # Time the kill from when the shipper is up (Python start-up takes a while on a busy
         # machine), except once, when it is killed during start-up.
         if cycle != 1:
-            wait_for(functools.partial(started_more_than, log, starts_before),
-                     what="the shipper to start")
+            wait_for(
+                functools.partial(started_more_than, log, starts_before),
+                what="the shipper to start",
+            )
         time.sleep(rng.uniform(0.05, 0.6))
         app.write(rng.randint(1, 30))
         if cycle == 2:
@@ -175,7 +208,8 @@ def test_rotation_and_kill_9_store_every_event_exactly_once(
     missing = [m for m in app.expected if m not in counts]
     assert counts == Counter(app.expected), (
         f"missing {len(missing)} of {len(app.expected)}: {missing[:5]}; "
-        f"unexpected {sorted(set(counts) - set(app.expected))[:5]}")
+        f"unexpected {sorted(set(counts) - set(app.expected))[:5]}"
+    )
     by_message = {e["message"]: e for e in events}
     trace = next(m for m in app.expected if "Traceback" in m)
     assert by_message[trace]["level"] == "ERROR"
@@ -183,5 +217,4 @@ def test_rotation_and_kill_9_store_every_event_exactly_once(
     assert all(e["service"] == "app" for e in events)
     starts = log.read_bytes().count(b"shipper_starting")
     assert kills <= starts <= kills + 1, starts  # one kill may land before start-up
-    print(f"{len(app.expected)} events, {kills} kill -9, 3 renames, 1 copytruncate: "
-          "exactly once")
+    print(f"{len(app.expected)} events, {kills} kill -9, 3 renames, 1 copytruncate: exactly once")
