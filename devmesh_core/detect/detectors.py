@@ -401,13 +401,28 @@ class RunbookDetector:
     def __init__(self, settings: DetectSettings, runbooks: Sequence[Runbook]) -> None:
         self.s = settings
         self.runbooks = [rb for rb in runbooks if rb.triggers]
+        # Every trigger's needles in one tuple: a message holding none of them can only fire
+        # the runbooks that have a trigger without needles (checked as usual).
+        self._needles = tuple(
+            sorted({n for rb in self.runbooks for t in rb.triggers for n in t.needles or ()})
+        )
+        self._unfiltered = [
+            rb for rb in self.runbooks if any(t.needles is None for t in rb.triggers)
+        ]
 
     def observe(self, event: LogEvent) -> list[Signal]:
         if not self.s.runbooks_enabled or not self.runbooks:
             return []
+        message = event.message
+        lowered = message.lower() if message.isascii() else None  # once, for every trigger
+        runbooks = self.runbooks
+        if lowered is not None and not any(n in lowered for n in self._needles):
+            runbooks = self._unfiltered  # the common case: no trigger's words occur
         out = []
-        for runbook in self.runbooks:
-            trigger = runbook.match(event.message, service=event.service, level=event.level)
+        for runbook in runbooks:
+            trigger = runbook.match(
+                message, service=event.service, level=event.level, lowered=lowered
+            )
             if trigger is None:
                 continue
             rid = event_id(event)

@@ -88,13 +88,89 @@ class RunbookTrigger(BaseModel):
         """The compiled, case-insensitive pattern."""
         return re.compile(self.pattern, re.IGNORECASE)
 
-    def matches(self, message: str, *, service: str, level: Level) -> bool:
-        """Whether an event with this message, service and level fires the trigger."""
+    @cached_property
+    def needles(self) -> tuple[str, ...] | None:
+        """Lower-case strings one of which every match contains (``None``: not known).
+
+        Detection tries every trigger on every stored event; most messages contain none of
+        these words, and ``in`` on a lower-cased message is far cheaper than a
+        case-insensitive regex search (measured ~150 µs per event for the bundled runbooks).
+        """
+        return required_substrings(self.pattern)
+
+    def matches(
+        self, message: str, *, service: str, level: Level, lowered: str | None = None
+    ) -> bool:
+        """Whether an event with this message, service and level fires the trigger.
+
+        ``lowered``: ``message.lower()`` when the message is ASCII, computed once by a
+        caller that tries many triggers (the needle pre-check applies only then: for ASCII
+        text, lower-casing agrees with the regex's case-insensitive matching).
+        """
         if self.services and service not in self.services:
             return False
         if self.level is not None and level.rank < self.level.rank:
             return False
+        needles = self.needles
+        if needles is not None:
+            if lowered is None and message.isascii():
+                lowered = message.lower()
+            if lowered is not None and not any(n in lowered for n in needles):
+                return False
         return self.regex.search(message) is not None
+
+
+_MIN_NEEDLE = 3
+
+
+def required_substrings(pattern: str) -> tuple[str, ...] | None:
+    """Lower-case ASCII strings of which any match of ``pattern`` contains at least one, read
+    off its parse tree (literal runs, groups, repeats of at least one, alternations whose
+    every branch has one); ``None`` when no such set is found. Conservative: a part it does
+    not understand only ends the current literal run."""
+    try:
+        from re import _constants as c  # type: ignore[attr-defined]
+        from re import _parser as sre  # type: ignore[attr-defined]
+
+        tree = sre.parse(pattern)
+    except Exception:
+        return None
+
+    def needles(items: Any) -> frozenset[str] | None:
+        best: frozenset[str] | None = None
+
+        def offer(found: frozenset[str] | None) -> None:
+            nonlocal best
+            if not found or any(len(n) < _MIN_NEEDLE or not n.isascii() for n in found):
+                return
+            if best is None or (min(map(len, found)), -len(found)) > (
+                min(map(len, best)),
+                -len(best),
+            ):
+                best = found
+
+        run: list[str] = []
+        for op, av in items:
+            if op is c.LITERAL and av < 128:
+                run.append(chr(av))
+                continue
+            offer(frozenset({"".join(run).lower()}))
+            run = []
+            if op is c.SUBPATTERN:
+                offer(needles(av[-1]))
+            elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and av[0] >= 1:
+                offer(needles(av[2]))
+            elif op is c.ATOMIC_GROUP:
+                offer(needles(av))
+            elif op is c.BRANCH:
+                branches = [needles(branch) for branch in av[1]]
+                if all(b is not None for b in branches):
+                    offer(frozenset().union(*branches))  # type: ignore[arg-type]
+        offer(frozenset({"".join(run).lower()}))
+        return best
+
+    found = needles(tree)
+    return tuple(sorted(found)) if found else None
 
 
 class RunbookAction(BaseModel):
@@ -145,10 +221,15 @@ class Runbook(BaseModel):
     def _listify(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
 
-    def match(self, message: str, *, service: str, level: Level) -> RunbookTrigger | None:
-        """The first trigger this event fires, if any."""
+    def match(
+        self, message: str, *, service: str, level: Level, lowered: str | None = None
+    ) -> RunbookTrigger | None:
+        """The first trigger this event fires, if any (``lowered``: see
+        :meth:`RunbookTrigger.matches`)."""
+        if lowered is None and message.isascii():
+            lowered = message.lower()
         for trigger in self.triggers:
-            if trigger.matches(message, service=service, level=level):
+            if trigger.matches(message, service=service, level=level, lowered=lowered):
                 return trigger
         return None
 

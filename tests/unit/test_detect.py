@@ -183,6 +183,24 @@ def test_runbook_trigger_attaches_the_runbook() -> None:
     assert signal.runbook_id == "disk-full" and signal.severity == "high"
 
 
+def test_runbook_triggers_without_needles_are_still_checked() -> None:
+    """The needle pre-check skips runbooks only when none of their triggers can fire."""
+    words = parse_runbook(
+        "---\nid: disk-full\ntitle: Disk full\ntriggers:\n"
+        "  - pattern: 'No space left on device'\n---\nbody\n"
+    )
+    shapes = parse_runbook(
+        "---\nid: slow\ntitle: Slow\ntriggers:\n  - pattern: '\\d{5,} ?ms'\n---\nbody\n"
+    )
+    assert words.triggers[0].needles is not None and shapes.triggers[0].needles is None
+    det = RunbookDetector(DetectSettings(), [words, shapes])
+    (slow,) = det.observe(stored(1, T0, "api", "h1", "WARNING", "GET / took 123456 ms"))
+    assert slow.runbook_id == "slow"
+    assert det.observe(stored(2, T0, "api", "h1", "ERROR", "GET / took 12 ms")) == []
+    (full,) = det.observe(stored(3, T0, "pg", "h1", "ERROR", "write: NO SPACE LEFT ON DEVICE"))
+    assert full.runbook_id == "disk-full"
+
+
 # ---------------------------------------------------------------------------- engine
 
 

@@ -20,6 +20,7 @@ from devmesh_core.reason.runbooks import (
     load_runbooks,
     parse_runbook,
     render_params,
+    required_substrings,
     runbooks_dir,
 )
 from devmesh_core.reason.settings import ReasonSettings
@@ -131,6 +132,67 @@ def test_no_false_fires_on_loghub(bundled: list[Runbook]) -> None:
                     examples.append(f"{sorted(fired)}: {row['Content'][:120]}")
     assert lines == 16_000
     assert fires <= 5, examples  # measured: 0
+
+
+def test_the_needle_precheck_never_hides_a_match(bundled: list[Runbook]) -> None:
+    """A trigger's needles are a necessary condition: over the bundled triggers' examples,
+    the same examples upper-cased, and LogHub's lines, every message the regex matches
+    contains one of them (lower-cased), so skipping the regex when none occurs loses no
+    fire. Most triggers have needles, or the pre-check would buy nothing."""
+    triggers = [t for rb in bundled for t in rb.triggers]
+    assert sum(t.needles is not None for t in triggers) >= len(triggers) - 2
+    messages = [m for t in triggers for m in t.examples]
+    messages += [m.upper() for m in messages]
+    for path in sorted(LOGHUB.glob("*/*_2k.log_structured*.csv")):
+        with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+            messages += [row["Content"] for row in csv.DictReader(handle)]
+    hits = 0
+    for message in messages:
+        lowered = message.lower()
+        for trigger in triggers:
+            if trigger.regex.search(message) is None:
+                continue
+            hits += 1
+            assert trigger.needles is None or any(n in lowered for n in trigger.needles), (
+                trigger.pattern,
+                message,
+            )
+            assert trigger.matches(message, service="x", level=Level.CRITICAL)
+    assert hits >= 2 * sum(len(t.examples) for t in triggers)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "needles"),
+    [
+        ("No space left on device", ("no space left on device",)),
+        (r"\bENOSPC\b(?!: System limit)", ("enospc",)),
+        (r"error (?:opening|reading) (?:disk|tape)", ("opening", "reading")),  # longest
+        (r"Killed process (\d+)+ oom", ("killed process ",)),
+        (r"(?:disk|tape)s? full", (" full",)),
+        (r"(?:disk|tape) on", ("disk", "tape")),
+        (r"[Cc]lock skew", ("lock skew",)),
+        (r"a|bcdef", None),  # one branch has no run of three
+        (r"(?:xyz)?abcdef", ("abcdef",)),  # an optional group is never required
+        (r"\d+\.\d+", None),
+        (r"caf\u00e9 crashed", (" crashed",)),  # non-ASCII runs are not used
+        (r"(", None),  # does not parse: no pre-check
+    ],
+)
+def test_required_substrings(pattern: str, needles: tuple[str, ...] | None) -> None:
+    assert required_substrings(pattern) == needles
+
+
+def test_non_ascii_messages_skip_the_precheck() -> None:
+    """Unicode case folding differs from str.lower() (U+017F matches 's' under IGNORECASE),
+    so a non-ASCII message always goes through the regex."""
+    runbook = parse_runbook(
+        "---\nid: pg\ntitle: Pool\ntriggers:\n  - pattern: 'sorry, too many clients'\n---\nb\n"
+    )
+    (trigger,) = runbook.triggers
+    long_s = "\u017forry, too many clients already"
+    assert trigger.regex.search(long_s) is not None
+    assert trigger.matches(long_s, service="pg", level=Level.ERROR)
+    assert runbook.match(long_s, service="pg", level=Level.ERROR) is trigger
 
 
 def test_sample_logs_fire_the_right_runbooks(bundled: list[Runbook]) -> None:
