@@ -6,7 +6,6 @@ formats the answer. Blocking store calls run in the thread pool.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import time
 import zlib
@@ -41,6 +40,7 @@ from devmesh_core.errors import (
     InvalidInput,
     LimitExceeded,
     NotFound,
+    TransactionConflict,
     UnsupportedFormat,
 )
 from devmesh_core.log import get_logger
@@ -50,6 +50,7 @@ from devmesh_core.receivers.syslog import SyslogReceiver
 from devmesh_core.runtime import Core
 from devmesh_core.store import LogQuery, LogStore, open_store
 from devmesh_core.templates.miner import SignatureMiner
+from devmesh_core.wiring import serve_services
 
 if TYPE_CHECKING:
     from devmesh_core.vectors import Embedder, EmbeddingWorker, VectorIndex
@@ -76,6 +77,8 @@ _STATUS: list[tuple[type[DevMeshError], int]] = [
     (AuthError, 401),
     (NotFound, 404),
     (BackendUnavailable, 503),
+    # Rolled back whole after the store's own retries: safe to send again (as a shipper does).
+    (TransactionConflict, 503),
     (BackendError, 500),
 ]
 
@@ -194,51 +197,40 @@ def create_app(
             vector_index=app.state.vector_index,
             embedder=app.state.embedder,
         )
-        await run_in_threadpool(background.load_runbooks, app.state.core)
-        # Remediation (devmesh_core.actions): requests, approvals, agent pull API, audit.
-        from devmesh_core.actions.service import ActionService
-
+        core = app.state.core
+        app.state.detection = app.state.projection = app.state.syslog = None
+        app.state.bots = []
         try:
-            app.state.core.actions = ActionService.from_core(app.state.core)
-            app.state.core.actions.start()
-        except DevMeshError as exc:
-            log.warning("remediation_off", reason=str(exc))
-        # Incidents (devmesh_core.detect): service, notifier hub, background detection loop.
-        from devmesh_core.detect.loop import build_hub, start_detection
-
-        app.state.core.notifiers = build_hub(app.state.core)
-        app.state.core.notifiers.attach(asyncio.get_running_loop())
-        app.state.detection = await run_in_threadpool(
-            start_detection, app.state.core, app.state.core.notifiers
-        )
-        background.setup_metrics(app.state.core)
-        app.state.projection = background.start_projection(app.state.core)
-        app.state.syslog = None
-        if settings.syslog_udp_port is not None or settings.syslog_tcp_port is not None:
-            app.state.syslog = SyslogReceiver(
-                partial(
-                    services.ingest, app.state.store, default_source="syslog", miner=app.state.miner
-                ),
-                host=settings.syslog_host,
-                udp_port=settings.syslog_udp_port,
-                tcp_port=settings.syslog_tcp_port,
-            )
-            await app.state.syslog.start()
-        app.state.bots = background.start_bots(app.state.core)
-        try:
-            yield
+            # Runbooks, remediation, the notifier hub and the detection loop: the wiring the
+            # bot-only commands share (devmesh_core.wiring), stopped in reverse on the way out.
+            async with serve_services(core, detect=True) as wired:
+                app.state.detection = wired.detection
+                try:
+                    background.setup_metrics(core)
+                    app.state.projection = background.start_projection(core)
+                    if settings.syslog_udp_port is not None or settings.syslog_tcp_port is not None:
+                        app.state.syslog = SyslogReceiver(
+                            partial(
+                                services.ingest,
+                                app.state.store,
+                                default_source="syslog",
+                                miner=app.state.miner,
+                            ),
+                            host=settings.syslog_host,
+                            udp_port=settings.syslog_udp_port,
+                            tcp_port=settings.syslog_tcp_port,
+                        )
+                        await app.state.syslog.start()
+                    app.state.bots = background.start_bots(core)
+                    yield
+                finally:
+                    await background.stop_bots(app.state.bots)
+                    if app.state.syslog is not None:
+                        await app.state.syslog.stop()
+                    if app.state.projection is not None:
+                        await run_in_threadpool(app.state.projection.stop)
         finally:
-            await background.stop_bots(app.state.bots)
-            if app.state.syslog is not None:
-                await app.state.syslog.stop()
-            if app.state.detection is not None:
-                await run_in_threadpool(app.state.detection.stop)
-            await app.state.core.notifiers.aclose()
-            if app.state.core.actions is not None:
-                await run_in_threadpool(app.state.core.actions.stop)
-            if app.state.projection is not None:
-                await run_in_threadpool(app.state.projection.stop)
-            await run_in_threadpool(app.state.core.close_graph)
+            await run_in_threadpool(core.close_graph)
             if worker is not None:
                 await run_in_threadpool(worker.stop)
                 app.state.vector_index.close()

@@ -1,5 +1,7 @@
-"""The server's background parts beside the HTTP API: runbooks, the graph projection loop,
-metrics and the chat bots. The API's lifespan starts them in order and stops them in reverse.
+"""The server's background parts beside the HTTP API: the graph projection loop, metrics
+and the chat bots. The API's lifespan starts them in order and stops them in reverse, inside
+:func:`devmesh_core.wiring.serve_services` (runbooks, remediation, the notifier hub and
+detection), which the bot-only commands share.
 
 Kept out of ``app.py`` so the lifespan reads as a list of steps, and out of ``devmesh_core``
 because the bots are front ends the core must not import.
@@ -25,33 +27,19 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
-def load_runbooks(core: Core) -> None:
-    """Fill ``core.runbooks`` (the detectors' triggers, the diagnosis' playbooks). A broken
-    runbook folder is reported and leaves the list empty rather than stopping the server."""
-    from devmesh_core.reason.runbooks import load_configured_runbooks
-
-    try:
-        core.runbooks = load_configured_runbooks(core.settings)
-    except DevMeshError as exc:
-        log.warning("runbooks_not_loaded", reason=str(exc), hint="run `devmesh runbooks lint`")
-        return
-    log.info("runbooks_loaded", count=len(core.runbooks))
-
-
 def start_projection(core: Core) -> ProjectionLoop | None:
     """The graph projection loop (graph opened lazily in its thread), with the runbooks
     linked into the graph once it is up; ``None`` when the graph is off in settings."""
     if not core.settings.graph_enabled:
         return None
     from devmesh_core.graph.loop import ProjectionLoop
-    from devmesh_core.graph.topology import load_topology
+    from devmesh_core.wiring import configured_topology
 
     topology = None
-    if core.settings.topology_file is not None:
-        try:
-            topology = load_topology(core.settings.topology_file)
-        except DevMeshError as exc:
-            log.warning("topology_not_loaded", reason=str(exc))
+    try:
+        topology = configured_topology(core.settings)
+    except DevMeshError as exc:
+        log.warning("topology_not_loaded", reason=str(exc))
     linked: list[GraphStore] = []
 
     def graph() -> GraphStore | None:
@@ -80,8 +68,13 @@ def setup_metrics(core: Core) -> Metrics:
     metrics = Metrics()
     core.metrics = metrics
     store = core.store
+    # COUNT(*) over the log table grows with it: read at most once a minute.
     metrics.probe(
-        "devmesh_events_stored", "Events in the store.", (), lambda: {(): float(store.count())}
+        "devmesh_events_stored",
+        "Events in the store (refreshed at most every 60 s).",
+        (),
+        lambda: {(): float(store.count())},
+        max_age=60.0,
     )
     metrics.probe(
         "devmesh_templates",

@@ -174,26 +174,16 @@ def _project_graph(settings: Settings) -> None:
     from datetime import timedelta
 
     from devmesh_core.graph import open_graph
-    from devmesh_core.graph.projection import Projector
-    from devmesh_core.graph.topology import CooccurrenceSettings, load_topology
-    from devmesh_core.reason.runbook_index import link_runbooks
-    from devmesh_core.reason.runbooks import load_configured_runbooks
     from devmesh_core.store import open_store
+    from devmesh_core.wiring import configured_topology, project_graph
 
     try:
-        topology = load_topology(settings.topology_file) if settings.topology_file else None
+        topology = configured_topology(settings)
         with open_store(settings.effective_database_url) as store:
             graph = open_graph(settings.graph_url, settings.data_dir)
             try:
                 # No lag: this process wrote everything there is and nothing is in flight.
-                Projector(
-                    store,
-                    graph,
-                    topology=topology,
-                    cooccurrence=CooccurrenceSettings(),
-                    lag=timedelta(0),
-                ).run_once()
-                link_runbooks(graph, load_configured_runbooks(settings), store)
+                project_graph(store, graph, settings, topology=topology, lag=timedelta(0))
             finally:
                 graph.close()
     except DevMeshError as exc:

@@ -19,9 +19,9 @@ from devmesh.cli.common import console, err_console, get_settings, store_for
 from devmesh_core.config import Settings
 from devmesh_core.errors import DevMeshError
 from devmesh_core.graph import DeploymentInfo, GraphStore, Neighbourhood, open_graph
-from devmesh_core.graph.projection import Projector
 from devmesh_core.graph.server import EmbeddedServer, ServerConfig
-from devmesh_core.graph.topology import CooccurrenceSettings, Topology, load_topology
+from devmesh_core.graph.topology import Topology
+from devmesh_core.wiring import configured_topology, project_graph
 
 app = typer.Typer(help="The knowledge graph (FalkorDB).", no_args_is_help=True)
 
@@ -56,10 +56,7 @@ def _graph(settings: Settings) -> Iterator[GraphStore]:
 
 def _topology(settings: Settings, path: Path | None) -> Topology | None:
     """The topology file of the option, else of the settings (``topology_file``), if any."""
-    chosen = path if path is not None else settings.topology_file
-    if chosen is None:
-        return None
-    return load_topology(chosen)
+    return configured_topology(settings, path)
 
 
 @app.command()
@@ -114,8 +111,7 @@ def project(
         raise typer.Exit(1) from exc
     try:
         with _graph(settings) as graph:
-            projector = Projector(store, graph, topology=topo, cooccurrence=CooccurrenceSettings())
-            report = projector.run_once(propose=propose)
+            report = project_graph(store, graph, settings, topology=topo, propose=propose)
     except DevMeshError as exc:
         err_console.print(f"[red]projection failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
@@ -171,13 +167,14 @@ def rebuild(
                         "rebuild deletes; pass --yes to rebuild anyway"
                     )
                     raise typer.Exit(1)
-            projector = Projector(
+            report = project_graph(
                 store,
                 graph,
+                settings,
                 topology=topo,
-                cooccurrence=CooccurrenceSettings() if propose else None,
+                rebuild=True,
+                propose=None if propose else False,
             )
-            report = projector.rebuild()
     except DevMeshError as exc:
         err_console.print(f"[red]rebuild failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc

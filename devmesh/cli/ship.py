@@ -91,23 +91,36 @@ def build_config(
             raise ShipperConfigError(f"--format must be json or export, got {journal_format!r}")
         journal["format"] = journal_format
     for key, value in (
-        ("batch_max_events", batch_size), ("batch_max_seconds", batch_seconds),
-        ("spool_max_mb", spool_mb), ("filters_file", filters), ("host", host),
-        ("heartbeat_seconds", heartbeat_seconds), ("drain_timeout", drain_timeout),
+        ("batch_max_events", batch_size),
+        ("batch_max_seconds", batch_seconds),
+        ("spool_max_mb", spool_mb),
+        ("filters_file", filters),
+        ("host", host),
+        ("heartbeat_seconds", heartbeat_seconds),
+        ("drain_timeout", drain_timeout),
     ):
         if value is not None:
             top[key] = value
     if paths:
-        top["files"] = _file_inputs(paths, service, start=start, multiline_start=multiline_start,
-                                    multiline=multiline, multiline_timeout=multiline_timeout,
-                                    max_line_bytes=max_line_bytes)
+        top["files"] = _file_inputs(
+            paths,
+            service,
+            start=start,
+            multiline_start=multiline_start,
+            multiline=multiline,
+            multiline_timeout=multiline_timeout,
+            max_line_bytes=max_line_bytes,
+        )
         if not files and directory is None:
             journal["enabled"] = False
     elif service is not None:
         raise ShipperConfigError("--service names the service of --path files: add --path")
     tail: dict[str, float] = {}
-    for key, value in (("poll_interval", poll_interval), ("rotate_wait", rotate_wait),
-                       ("partial_line_timeout", partial_line_seconds)):
+    for key, value in (
+        ("poll_interval", poll_interval),
+        ("rotate_wait", rotate_wait),
+        ("partial_line_timeout", partial_line_seconds),
+    ):
         if value is not None:
             tail[key] = value
     if tail:
@@ -160,8 +173,9 @@ def _file_inputs(
     ml = MultilineConfig(enabled=multiline is not False, start=multiline_start)
     if multiline_timeout is not None:
         ml = replace(ml, timeout=multiline_timeout)
-    entry = FileInput(path="", service=service.strip(), start="tail" if start == "tail" else "head",
-                      multiline=ml)
+    entry = FileInput(
+        path="", service=service.strip(), start="tail" if start == "tail" else "head", multiline=ml
+    )
     if max_line_bytes is not None:
         entry = replace(entry, max_line_bytes=max_line_bytes)
     return tuple(replace(entry, path=os.path.abspath(os.path.expanduser(p))) for p in paths)
@@ -178,12 +192,13 @@ def ship(
     ] = None,
     token: Annotated[
         str | None,
-        typer.Option(envvar="DEVMESH_SHIPPER_TOKEN", show_envvar=True,
-                     help="API token (visible in ps: prefer --token-file or the env var)."),
+        typer.Option(
+            envvar="DEVMESH_SHIPPER_TOKEN",
+            show_envvar=True,
+            help="API token (visible in ps: prefer --token-file or the env var).",
+        ),
     ] = None,
-    state_dir: Annotated[
-        Path | None, typer.Option(help="Cursor and spool directory.")
-    ] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="Cursor and spool directory.")] = None,
     file: Annotated[
         list[Path] | None,
         typer.Option("--file", help="Read journal file(s) instead of the system journal."),
@@ -193,15 +208,17 @@ def ship(
     ] = None,
     follow: Annotated[
         bool | None,
-        typer.Option("--follow/--no-follow",
-                     help="Keep shipping new entries, or stop once everything is shipped."),
+        typer.Option(
+            "--follow/--no-follow",
+            help="Keep shipping new entries, or stop once everything is shipped.",
+        ),
     ] = None,
     start: Annotated[
         str | None, typer.Option(help="Without a saved cursor: head (all) or tail (new only).")
     ] = None,
     journal_format: Annotated[
         str | None,
-        typer.Option("--format", help="journalctl output: json (default) or export (faster)."),
+        typer.Option("--format", help="journalctl output: export (default, faster) or json."),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Events per batch.")] = None,
     batch_seconds: Annotated[
@@ -219,16 +236,21 @@ def ship(
     ] = None,
     path: Annotated[
         list[str] | None,
-        typer.Option("--path", help="Tail plain log files (a glob; repeatable) instead of the "
-                                    "journal, surviving rotation. Needs --service."),
+        typer.Option(
+            "--path",
+            help="Tail plain log files (a glob; repeatable) instead of the "
+            "journal, surviving rotation. Needs --service.",
+        ),
     ] = None,
     service: Annotated[
         str | None, typer.Option(help="Service name of the --path files' lines.")
     ] = None,
     multiline_start: Annotated[
         str | None,
-        typer.Option(help="Regex of a record's first line (other lines join the event before "
-                          "them). Default: stack-trace lines join the line before them."),
+        typer.Option(
+            help="Regex of a record's first line (other lines join the event before "
+            "them). Default: stack-trace lines join the line before them."
+        ),
     ] = None,
     multiline: Annotated[
         bool | None,
@@ -253,8 +275,11 @@ def ship(
     ] = None,
     agent: Annotated[
         bool,
-        typer.Option("--agent", help="Also run the remediation agent (polls for approved "
-                     "actions for --host; node allowlist /etc/devmesh/actions.yaml)."),
+        typer.Option(
+            "--agent",
+            help="Also run the remediation agent (polls for approved "
+            "actions for --host; node allowlist /etc/devmesh/actions.yaml).",
+        ),
     ] = False,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
@@ -267,14 +292,33 @@ def ship(
     0 done, 1 journal unreadable, 75 server unreachable past --drain-timeout, 78 bad config.
     """
     code = run_shipper(
-        config, log_level=log_level, agent=agent, server=server, token=token, token_file=token_file,
-        state_dir=state_dir, files=file, directory=directory, follow=follow, start=start,
-        journal_format=journal_format, batch_size=batch_size, batch_seconds=batch_seconds,
-        spool_mb=spool_mb, filters=filters,
-        host=host, heartbeat_seconds=heartbeat_seconds, drain_timeout=drain_timeout,
-        paths=path, service=service, multiline_start=multiline_start, multiline=multiline,
-        multiline_timeout=multiline_timeout, max_line_bytes=max_line_bytes,
-        poll_interval=poll_interval, rotate_wait=rotate_wait,
+        config,
+        log_level=log_level,
+        agent=agent,
+        server=server,
+        token=token,
+        token_file=token_file,
+        state_dir=state_dir,
+        files=file,
+        directory=directory,
+        follow=follow,
+        start=start,
+        journal_format=journal_format,
+        batch_size=batch_size,
+        batch_seconds=batch_seconds,
+        spool_mb=spool_mb,
+        filters=filters,
+        host=host,
+        heartbeat_seconds=heartbeat_seconds,
+        drain_timeout=drain_timeout,
+        paths=path,
+        service=service,
+        multiline_start=multiline_start,
+        multiline=multiline,
+        multiline_timeout=multiline_timeout,
+        max_line_bytes=max_line_bytes,
+        poll_interval=poll_interval,
+        rotate_wait=rotate_wait,
         partial_line_seconds=partial_line_seconds,
     )
     if code:
@@ -298,23 +342,33 @@ def run_shipper(
         from devmesh.cli.agent import DEFAULT_CONFIG as ACTIONS_CONFIG
         from ingest.agent import build_agent, start_in_thread
 
-        start_in_thread(build_agent(
-            cfg.server, cfg.token, cfg.node_host,
-            config=ACTIONS_CONFIG if ACTIONS_CONFIG.exists() else None,
-        ))
+        start_in_thread(
+            build_agent(
+                cfg.server,
+                cfg.token,
+                cfg.node_host,
+                config=ACTIONS_CONFIG if ACTIONS_CONFIG.exists() else None,
+            )
+        )
     return Shipper(cfg, filters=rules).run()
 
 
 def _parser() -> argparse.ArgumentParser:
     """The same options as :func:`ship`, for the light entry point (no typer at run time:
     typer pulls in pydantic when it builds a command, about 10 MB of RSS on a node)."""
-    p = argparse.ArgumentParser(prog="python -m devmesh.cli.ship", description=ship.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m devmesh.cli.ship",
+        description=ship.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", "-c", type=Path)
     p.add_argument("--server")
     p.add_argument("--token-file", type=Path)
-    p.add_argument("--token", default=os.environ.get("DEVMESH_SHIPPER_TOKEN"),
-                   help="default: $DEVMESH_SHIPPER_TOKEN")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("DEVMESH_SHIPPER_TOKEN"),
+        help="default: $DEVMESH_SHIPPER_TOKEN",
+    )
     p.add_argument("--state-dir", type=Path)
     p.add_argument("--file", type=Path, action="append", dest="files")
     p.add_argument("--directory", type=Path)

@@ -16,7 +16,6 @@ import typer
 
 from devmesh.cli.common import err_console, get_settings
 from devmesh_core.errors import DevMeshError
-from devmesh_core.log import get_logger
 from devmesh_core.runtime import Core
 
 
@@ -46,38 +45,18 @@ def telegram(
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(core, detect=detect))
+    except DevMeshError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
     finally:
         core.close()
 
 
 async def _serve(core: Core, *, detect: bool) -> None:
-    """Wire the core's services for this process, then run the bot."""
+    """Wire the core's services for this process (as the server and ``devmesh discord``
+    do), then run the bot until it stops."""
     from bots.telegram import run_telegram
-    from devmesh_core.actions.service import ActionService
-    from devmesh_core.detect.loop import build_hub, incident_service, start_detection
-    from devmesh_core.reason.runbooks import lint_runbooks, runbooks_dir
+    from devmesh_core.wiring import serve_services
 
-    log = get_logger("devmesh.telegram")
-    runbooks, problems = lint_runbooks(runbooks_dir(core.settings))
-    core.runbooks = runbooks
-    if problems:
-        log.warning("runbooks_skipped", problems=problems[:5])
-    hub = build_hub(core)
-    hub.attach(asyncio.get_running_loop())
-    core.notifiers = hub
-    incidents = incident_service(core)
-    handle = None
-    if detect:
-        handle = start_detection(core, hub)
-    else:
-        incidents.add_listener(hub.submit)
-    actions = ActionService.from_core(core)
-    core.actions = actions
-    actions.start()
-    try:
+    async with serve_services(core, detect=detect):
         await run_telegram(core)
-    finally:
-        if handle is not None:
-            await asyncio.to_thread(handle.stop)
-        await asyncio.to_thread(actions.stop)
-        await hub.aclose()

@@ -71,9 +71,9 @@ def detect_sample(settings: Settings, store: LogStore) -> list[str]:
     """Run the detectors over the just-loaded sample (the server's loop starts after what is
     already stored), so a first ``devmesh incidents list`` shows what DevMesh made of it.
     Returns the ids and titles of the incidents opened."""
-    from devmesh.api.background import load_runbooks
     from devmesh_core.detect.loop import DetectionRunner, build_detector, incident_service
     from devmesh_core.runtime import Core
+    from devmesh_core.wiring import load_runbooks
 
     core = Core(settings, store)
     load_runbooks(core)

@@ -27,7 +27,9 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -324,3 +326,69 @@ def csrf_ok(session: Session | None, sent: str | None) -> bool:
     if session is None or not sent:
         return False
     return hmac.compare_digest(session.csrf.encode(), sent.encode())
+
+
+class LoginThrottle:
+    """Failed logins per user name and per client address within a sliding window.
+
+    Past ``limit`` failures in ``window`` seconds for the name or the address, a login is
+    refused before the password is even hashed (:meth:`retry_after` > 0), which stops
+    password guessing and keeps argon2's deliberate cost from being an easy way to load the
+    server. Per address as well as per name: one client cannot spread its guesses over many
+    names, and guesses at one name from many addresses still run into the name's limit. A
+    right password clears the name's count. In memory, per server process.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int = 5,
+        window: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 10_000,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._max_keys = max_keys
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures.get(key)
+        if times is None:
+            return deque()
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+        return times
+
+    def retry_after(self, name: str, address: str) -> float:
+        """Seconds until this name and address may try again (0: now)."""
+        with self._lock:
+            now = self._clock()
+            wait = 0.0
+            for key in (f"user:{name.lower()}", f"addr:{address}"):
+                times = self._recent(key, now)
+                if len(times) >= self.limit:
+                    wait = max(wait, self.window - (now - times[-self.limit]))
+            return wait
+
+    def failed(self, name: str, address: str) -> None:
+        """Count a wrong password (or unknown name) for both keys."""
+        with self._lock:
+            now = self._clock()
+            if len(self._failures) >= self._max_keys:  # bound memory under a spray
+                for key in list(self._failures):
+                    self._recent(key, now)
+                if len(self._failures) >= self._max_keys:
+                    self._failures.clear()
+            for key in (f"user:{name.lower()}", f"addr:{address}"):
+                self._recent(key, now)
+                self._failures.setdefault(key, deque()).append(now)
+
+    def succeeded(self, name: str) -> None:
+        """A right password: the name's failures are forgotten (the address's are not)."""
+        with self._lock:
+            self._failures.pop(f"user:{name.lower()}", None)

@@ -30,7 +30,15 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from pydantic import ValidationError
 
 import devmesh_core
-from devmesh.web.auth import SESSION_COOKIE, SESSION_MAX_AGE, Session, WebAuth, WebUser, csrf_ok
+from devmesh.web.auth import (
+    SESSION_COOKIE,
+    SESSION_MAX_AGE,
+    LoginThrottle,
+    Session,
+    WebAuth,
+    WebUser,
+    csrf_ok,
+)
 from devmesh.web.queries import TailFilter, error_series, event_by_id, events_after, latest_id
 from devmesh.web.svg import neighbourhood_svg, sparkline
 from devmesh_core.errors import AuthError, DevMeshError, InvalidInput, NotFound
@@ -125,6 +133,7 @@ class WebState:
 
     def __init__(self, core: Core) -> None:
         self.auth = WebAuth(core.settings.data_dir)
+        self.throttle = LoginThrottle()
         self.redactor = Redactor(core.settings)
 
 
@@ -291,10 +300,25 @@ async def login(
 ) -> Response:
     visit = _visit(request)
     await _check_csrf(request, visit, csrf)
-    auth = web_state(request).auth
-    user = await run_in_threadpool(auth.authenticate, username.strip(), password)
+    state = web_state(request)
+    name = username.strip()
+    address = request.client.host if request.client else "unknown"
+    wait = state.throttle.retry_after(name, address)
+    if wait > 0:
+        log.warning("web_login_throttled", user=name[:64], address=address)
+        return render(
+            request,
+            "login.html",
+            visit,
+            status=429,
+            next=_safe_next(next),
+            headers={"Retry-After": str(max(1, round(wait)))},
+            error=f"Too many failed logins. Try again in {max(1, round(wait / 60))} min.",
+        )
+    user = await run_in_threadpool(state.auth.authenticate, name, password)
     if user is None:
-        log.info("web_login_failed", user=username[:64])
+        state.throttle.failed(name, address)
+        log.info("web_login_failed", user=username[:64], address=address)
         return render(
             request,
             "login.html",
@@ -303,9 +327,10 @@ async def login(
             next=_safe_next(next),
             error="Wrong user name or password.",
         )
+    state.throttle.succeeded(name)
     log.info("web_login", user=user.name)
     response = _redirect(_safe_next(next))
-    _set_cookie(request, response, auth.new_session(user))
+    _set_cookie(request, response, state.auth.new_session(user))
     return response
 
 

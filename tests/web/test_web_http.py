@@ -82,6 +82,17 @@ def test_pages_need_a_login_and_a_right_password(client: TestClient) -> None:
     assert PASSWORD not in cookie
 
 
+def test_repeated_wrong_passwords_are_throttled(client: TestClient) -> None:
+    for _ in range(5):
+        assert login(client, "alice", "guess").status_code == 401
+    refused = login(client, "alice")  # even the right password waits now
+    assert refused.status_code == 429 and "Too many failed logins" in refused.text
+    assert int(refused.headers["retry-after"]) > 0
+    assert client.get("/ui/", follow_redirects=False).status_code == 303  # not logged in
+    other = login(client, "bob", "guess")  # same client address
+    assert other.status_code == 429
+
+
 def test_login_next_never_leaves_the_site(client: TestClient) -> None:
     page = client.get("/ui/login")
     answer = client.post(
