@@ -46,7 +46,8 @@ def miner_for(settings: Settings, store: LogStore) -> SignatureMiner | None:
 
 def fail(exc: Exception) -> NoReturn:
     """Say what went wrong on stderr and exit 1 (no traceback for an expected error)."""
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+    # soft_wrap: the terminal wraps, so paths and names in the message stay whole when copied
+    err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(1) from exc
 
 

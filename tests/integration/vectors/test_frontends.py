@@ -152,4 +152,4 @@ def test_cli_says_why_when_the_index_is_held(data_dir: Path) -> None:
     with QdrantLocalIndex(data_dir / "vectors", dim=384):
         result = runner.invoke(cli, ["search", "disk is full"])
     assert result.exit_code == 1
-    assert "in use by another DevMesh process" in result.stderr
+    assert "in use by another DevMesh process" in " ".join(result.stderr.split())
