@@ -292,10 +292,7 @@ class IncidentService:
         texts: dict[str, str] = {}
         if counts:
             try:
-                texts = {
-                    tid: info.template
-                    for tid, info in self.store.get_templates(list(counts)).items()
-                }
+                texts = self.store.template_texts(list(counts))
             except DevMeshError as exc:
                 log.warning("summary_templates_unavailable", error=str(exc))
         top = [

@@ -134,6 +134,11 @@ class LogStore(ABC):
     def get_templates(self, template_ids: Sequence[str]) -> dict[str, TemplateInfo]:
         """The named templates that exist, by id."""
 
+    def template_texts(self, template_ids: Sequence[str]) -> dict[str, str]:
+        """The current text of the named templates that exist, by id: for callers that need
+        no counts or places (incident summaries, asked on every detection pass)."""
+        return {tid: info.template for tid, info in self.get_templates(template_ids).items()}
+
     @abstractmethod
     def list_templates(self, *, service: str | None = None, limit: int = 100) -> list[TemplateInfo]:
         """Templates, most recently seen first, optionally only those of one service."""

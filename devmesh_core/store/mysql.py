@@ -137,6 +137,17 @@ _V9 = Migration(
     ),
 )
 
+# Place counts are folded from per-batch rows (see the SQLite adapter's _V10).
+_V10 = Migration(
+    10,
+    (
+        f"""CREATE TABLE template_place_deltas (
+            id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            places LONGBLOB NOT NULL
+        ) {_TABLE_OPTIONS}""",
+    ),
+)
+
 # ON DUPLICATE KEY UPDATE (not INSERT IGNORE, which would also swallow data errors) makes a
 # duplicate fingerprint a no-op that reports 0 affected rows. This parameterised form is what
 # the raw-driver benchmark runs through pymysql's executemany.
@@ -168,7 +179,18 @@ class MySQLLogStore(SQLLogStore):
 
     backend = "mysql"
     placeholder = "%s"
-    migrations = (_V1, _V2, _V3, _V4, *schema_incidents.MYSQL, *schema_actions.MYSQL, _V7, _V8, _V9)
+    migrations = (
+        _V1,
+        _V2,
+        _V3,
+        _V4,
+        *schema_incidents.MYSQL,
+        *schema_actions.MYSQL,
+        _V7,
+        _V8,
+        _V9,
+        _V10,
+    )
     lock_rows = " FOR UPDATE"
     merge_forms: ClassVar[Mapping[str, str]] = {
         "conflict": "ON DUPLICATE KEY UPDATE ",

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 
 from devmesh_core.errors import BackendUnavailable, DevMeshError, SchemaError, TransactionConflict
+from devmesh_core.log import get_logger
 from devmesh_core.models import (
     LEVEL_RANK,
     RANK_LEVEL,
@@ -39,6 +40,11 @@ from devmesh_core.models import (
 from devmesh_core.store.base import Cursor, LogQuery, LogStore, Page
 
 T = TypeVar("T")
+
+
+def _log() -> Any:
+    return get_logger(__name__)
+
 
 INSERT_COLUMNS = (
     "ts",
@@ -61,6 +67,10 @@ SELECT_COLUMNS = ("id", *INSERT_COLUMNS)
 _SELECT_LIST = ", ".join(SELECT_COLUMNS)
 _JOINED_LIST = ", ".join(f"logs.{column}" for column in SELECT_COLUMNS)
 _ALL_RANKS = sorted(LEVEL_RANK.values())
+# Appended place rows (one per ingest batch) folded per transaction.
+_FOLD_ROWS = 200
+# Built upsert statements, per adapter class (built once: ingest asks for one per batch).
+_UPSERTS: dict[tuple[type, str], str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +169,12 @@ class SQLLogStore(LogStore):
     # this process: a waiting thread then wakes the moment the writer commits, instead of
     # sleeping in the database's growing busy-retry steps.
     serialize_writes = False
+    # Ingest folds appended place counts into template_stats at most this often (seconds).
+    place_fold_interval_s = 5.0
 
     def __init__(self) -> None:
+        self._folded_at = -float("inf")
+        self._unfolded = False
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
@@ -337,6 +351,11 @@ class SQLLogStore(LogStore):
         )
 
     def close(self) -> None:
+        if self._unfolded and not self._closed:
+            try:
+                self.fold_template_places()
+            except DevMeshError as exc:  # the batches stay appended; the next fold adds them
+                _log().warning("template_places_not_folded", error=str(exc))
         with self._lock:
             conns, self._all = self._all, []
             self._closed = True
@@ -427,6 +446,7 @@ class SQLLogStore(LogStore):
             return stored
 
         stored = self._run(work, write=True)
+        self._fold_when_due()
         return InsertResult(stored=stored, duplicates=len(events) - stored)
 
     def _stamped(self, cur: Any, events: Sequence[LogEvent], ingested_us: int) -> set[bytes]:
@@ -451,7 +471,8 @@ class SQLLogStore(LogStore):
     def _count_templates(
         self, cur: Any, pairs: Sequence[tuple[LogEvent, TemplateLike]], now: int
     ) -> None:
-        """Fold a batch of newly stored events into ``templates`` and ``template_stats``."""
+        """Count a batch of newly stored events into ``templates``, and append its places
+        (template, service, host, level) for :meth:`fold_template_places`."""
         per_template: dict[str, list[Any]] = {}
         per_place: dict[tuple[str, str, str, int], list[int]] = {}
         for event, template in pairs:
@@ -482,14 +503,139 @@ class SQLLogStore(LogStore):
                 ],
             )
         if per_place:
-            cur.executemany(
-                self._stats_upsert(),
-                [(*key, n, last, now) for key, (n, last) in sorted(per_place.items())],
+            # One appended row per batch; fold_template_places() adds it to template_stats.
+            self._unfolded = True
+            cur.execute(
+                f"INSERT INTO template_place_deltas (places) VALUES ({self.placeholder})",
+                (
+                    orjson.dumps(list(per_place.items())),
+                ),  # [[[tid, service, host, level], [n, last]], …]
             )
+
+    def fold_template_places(self) -> int:
+        """Add the places of batches stored so far to ``template_stats``; returns how many
+        batches were folded.
+
+        Ingest appends each batch's places (counts per template, service, host and level)
+        as one row instead of upserting hundreds of ``template_stats`` rows in its own
+        transaction: that upsert rewrote most of the table into the log on every commit.
+        Folding runs every ``place_fold_interval_s`` of ingest and before every read of
+        places, so readers never see stale counts. Exactly once: the rows folded are
+        deleted in the transaction that adds them (locked, so two workers cannot both add
+        one); places of a template merged away since are added to the survivor.
+        """
+        folded = 0
+        while True:
+            n = self._run(self._fold_deltas, write=True)
+            folded += n
+            if n < _FOLD_ROWS:
+                break
+        self._folded_at = time.monotonic()
+        self._unfolded = False
+        return folded
+
+    def _fold_deltas(self, cur: Any) -> int:
+        p = self.placeholder
+        cur.execute(
+            f"SELECT id, places FROM template_place_deltas ORDER BY id LIMIT {_FOLD_ROWS}"
+            + self.lock_rows
+        )
+        rows = cur.fetchall()
+        if not rows:
+            return 0
+        per_place: dict[tuple[str, str, str, int], list[int]] = {}
+        for _, blob in rows:
+            for (tid, service, host, level), (n, last) in orjson.loads(bytes(blob)):
+                key = (tid, service, host, level)
+                place = per_place.get(key)
+                if place is None:
+                    per_place[key] = [n, last]
+                else:
+                    place[0] += n
+                    place[1] = max(place[1], last)
+        survivors = self._survivors(cur, {key[0] for key in per_place})
+        if survivors:
+            moved: dict[tuple[str, str, str, int], list[int]] = {}
+            for (tid, service, host, level), (n, last) in per_place.items():
+                key = (survivors.get(tid, tid), service, host, level)
+                place = moved.setdefault(key, [0, last])
+                place[0] += n
+                place[1] = max(place[1], last)
+            per_place = moved
+        now = _now_us()
+        # Rows in key order: concurrent folds then lock them in the same order.
+        cur.executemany(
+            self._stats_upsert(),
+            [(*key, n, last, now) for key, (n, last) in sorted(per_place.items())],
+        )
+        # Stamp the templates too: template_places_since reads changed places through them.
+        tids = sorted({key[0] for key in per_place})
+        for i in range(0, len(tids), 500):
+            chunk = tids[i : i + 500]
+            cur.execute(
+                f"UPDATE templates SET updated_at = {p} "
+                f"WHERE template_id IN ({', '.join([p] * len(chunk))})",
+                (now, *chunk),
+            )
+        ids = [row[0] for row in rows]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            cur.execute(
+                f"DELETE FROM template_place_deltas WHERE id IN ({', '.join([p] * len(chunk))})",
+                chunk,
+            )
+        return len(rows)
+
+    def _survivors(self, cur: Any, template_ids: set[str]) -> dict[str, str]:
+        """For ids no longer in ``templates`` (merged away after their batch was stored),
+        the id that stands for each now, following chains of merges."""
+        p = self.placeholder
+        ids = sorted(template_ids)
+        live: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            cur.execute(
+                "SELECT template_id FROM templates "
+                f"WHERE template_id IN ({', '.join([p] * len(chunk))})",
+                chunk,
+            )
+            live.update(row[0] for row in cur.fetchall())
+        gone = [tid for tid in ids if tid not in live]
+        if not gone:
+            return {}
+        cur.execute("SELECT old_id, new_id FROM template_merges ORDER BY merged_at")
+        merged = {old: new for old, new in cur.fetchall()}
+        out = {}
+        for tid in gone:
+            target, hops = tid, 0
+            while target in merged and hops < 100:
+                target, hops = merged[target], hops + 1
+            if target != tid:
+                out[tid] = target
+        return out
+
+    def _fold_when_due(self) -> None:
+        if time.monotonic() - self._folded_at >= self.place_fold_interval_s:
+            self.fold_template_places()
+
+    def _fold_pending(self) -> bool:
+        """Before a read of places: fold what is pending, so reads are exact (one indexed
+        probe when nothing is)."""
+
+        def pending(cur: Any) -> bool:
+            cur.execute("SELECT 1 FROM template_place_deltas LIMIT 1")
+            return cur.fetchone() is not None
+
+        if self._run(pending, write=False):
+            return self.fold_template_places() > 0
+        return False
 
     def _templates_upsert(self) -> str:
         # updated_at: the newest change of the template or of any of its places
         # (template_stats), the watermark template_places_since reads through.
+        return self._built("templates", self._templates_upsert_sql)
+
+    def _templates_upsert_sql(self) -> str:
         return self._upsert(
             "templates",
             (
@@ -509,6 +655,17 @@ class SQLLogStore(LogStore):
         )
 
     def _stats_upsert(self) -> str:
+        return self._built("template_stats", self._stats_upsert_sql)
+
+    def _built(self, name: str, build: Callable[[], str]) -> str:
+        """A statement built once per adapter class (ingest asks for one per batch)."""
+        key = (type(self), name)
+        statement = _UPSERTS.get(key)
+        if statement is None:
+            statement = _UPSERTS[key] = build()
+        return statement
+
+    def _stats_upsert_sql(self) -> str:
         return self._upsert(
             "template_stats",
             ("template_id", "service", "host", "level", "count", "last_seen", "updated_at"),
@@ -539,7 +696,9 @@ class SQLLogStore(LogStore):
             self._count_templates(cur, done, now)
             return len(done)
 
-        return self._run(work, write=True)
+        assigned = self._run(work, write=True)
+        self._fold_when_due()
+        return assigned
 
     def events_without_template(self, limit: int = 5_000) -> list[StoredEvent]:
         """Oldest-first events that were stored before mining ran (for a backfill)."""
@@ -659,6 +818,7 @@ class SQLLogStore(LogStore):
         ids = list(dict.fromkeys(template_ids))
         if not ids:
             return {}
+        self._fold_pending()
         p = self.placeholder
 
         def read(cur: Any) -> list[TemplateInfo]:
@@ -674,7 +834,26 @@ class SQLLogStore(LogStore):
 
         return {info.template_id: info for info in self._run(read, write=False)}
 
+    def template_texts(self, template_ids: Sequence[str]) -> dict[str, str]:
+        ids = list(dict.fromkeys(template_ids))
+        p = self.placeholder
+
+        def read(cur: Any) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                cur.execute(
+                    "SELECT template_id, template FROM templates "
+                    f"WHERE template_id IN ({', '.join([p] * len(chunk))})",
+                    chunk,
+                )
+                found.update((str(tid), str(text)) for tid, text in cur.fetchall())
+            return found
+
+        return self._run(read, write=False) if ids else {}
+
     def list_templates(self, *, service: str | None = None, limit: int = 100) -> list[TemplateInfo]:
+        self._fold_pending()
         p = self.placeholder
         where, params = "", []
         if service is not None:
@@ -687,10 +866,16 @@ class SQLLogStore(LogStore):
 
     def templates_to_embed(self, limit: int = 256) -> list[TemplateInfo]:
         tail = f"ORDER BY created_at LIMIT {int(limit)}"
-        return self._run(
-            lambda cur: self._template_infos(cur, "WHERE embedded_at IS NULL", (), tail),
-            write=False,
-        )
+
+        def read(cur: Any) -> list[TemplateInfo]:
+            return self._template_infos(cur, "WHERE embedded_at IS NULL", (), tail)
+
+        # Asked after every ingest batch and nearly always empty: places are folded only
+        # when there is something to embed (its payload carries services and hosts).
+        infos = self._run(read, write=False)
+        if infos and self._fold_pending():
+            infos = self._run(read, write=False)
+        return infos
 
     def mark_embedded(self, template_ids: Sequence[str]) -> None:
         p = self.placeholder
@@ -726,6 +911,7 @@ class SQLLogStore(LogStore):
         ]
 
     def template_places_since(self, after_us: int) -> list[TemplatePlace]:
+        self._fold_pending()
         p = self.placeholder
 
         def read(cur: Any) -> list[TemplatePlace]:
@@ -743,6 +929,8 @@ class SQLLogStore(LogStore):
 
     def template_places(self, template_ids: Sequence[str]) -> list[TemplatePlace]:
         ids = list(dict.fromkeys(template_ids))
+        if ids:
+            self._fold_pending()
         p = self.placeholder
 
         def read(cur: Any) -> list[TemplatePlace]:

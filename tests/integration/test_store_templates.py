@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from devmesh_core.models import Level, LogEvent
 from devmesh_core.store import LogQuery, LogStore, open_store
+from devmesh_core.store.sql import SQLLogStore
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -156,3 +159,77 @@ def test_events_of_types(store: LogStore) -> None:
         e.message for e in store.events_of_types(["deployment_failed"], after_id=got[0].id)
     ] == ["e2"]
     assert store.events_of_types([]) == []
+
+
+def _pending(store: LogStore) -> int:
+    assert isinstance(store, SQLLogStore)
+
+    def read(cur: Any) -> int:
+        cur.execute("SELECT COUNT(*) FROM template_place_deltas")
+        return int(cur.fetchone()[0])
+
+    return store.run(read, write=False)
+
+
+def _deferred(store: LogStore) -> SQLLogStore:
+    """The store with ingest folding put off (readers still fold)."""
+    assert isinstance(store, SQLLogStore)
+    store.place_fold_interval_s = 3600
+    store.fold_template_places()
+    return store
+
+
+def test_places_are_appended_at_ingest_and_exact_at_read(store: LogStore) -> None:
+    sql = _deferred(store)
+    sql.insert([ev(0), ev(1, host="n2")], [Ref("Ta", "a <*>")] * 2)
+    sql.insert([ev(2, level="ERROR"), ev(3)], [Ref("Ta", "a <*>")] * 2)
+    assert _pending(sql) == 2  # one appended row per batch, template_stats untouched
+    info = sql.get_templates(["Ta"])["Ta"]
+    assert info.hosts == ("n1", "n2") and info.levels == {"INFO": 3, "ERROR": 1}
+    assert _pending(sql) == 0
+    # folding again (or another reader) adds nothing twice
+    assert sql.fold_template_places() == 0
+    places = {(p.host, p.level.value): p.count for p in sql.template_places(["Ta"])}
+    assert places == {("n1", "INFO"): 2, ("n2", "INFO"): 1, ("n1", "ERROR"): 1}
+
+
+def test_places_of_a_template_merged_before_the_fold_go_to_the_survivor(
+    store: LogStore,
+) -> None:
+    sql = _deferred(store)
+    sql.insert([ev(0, host="n2")], [Ref("Told", "x <*>")])
+    sql.insert([ev(1, level="ERROR")], [Ref("Tnew", "x <*> y")])
+    sql.merge_templates({"Told": "Tnew"}, {"Tnew": "<*> <*> y"})
+    info = sql.get_templates(["Told", "Tnew"])
+    assert set(info) == {"Tnew"}
+    assert info["Tnew"].hosts == ("n1", "n2")
+    assert info["Tnew"].levels == {"INFO": 1, "ERROR": 1}
+
+
+def test_appended_places_outlive_the_process_that_wrote_them(store_url: str) -> None:
+    writer = _deferred(open_store(store_url))
+    writer.insert([ev(0), ev(1, service="db")], [Ref("Ta", "a <*>")] * 2)
+    writer._unfolded = False  # as if killed: close() does not get to fold
+    writer.close()
+    with open_store(store_url) as reader:
+        assert reader.get_templates(["Ta"])["Ta"].services == ("db", "web")
+        assert _pending(reader) == 0
+
+
+def test_concurrent_folds_count_each_batch_once(store_url: str) -> None:
+    stores = [_deferred(open_store(store_url)) for _ in range(2)]
+    try:
+        for i in range(40):
+            stores[i % 2].insert([ev(i, host=f"n{i % 3}")], [Ref("Ta", "a <*>")])
+        assert _pending(stores[0]) == 40
+        threads = [threading.Thread(target=s.fold_template_places) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        places = {p.host: p.count for p in stores[0].template_places(["Ta"])}
+        assert places == {"n0": 14, "n1": 13, "n2": 13}
+        assert stores[1].get_templates(["Ta"])["Ta"].count == 40
+    finally:
+        for s in stores:
+            s.close()
