@@ -154,9 +154,8 @@ def start_null_sink() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("null sink did not start")
 
 
-def shipper_cmd(
-    url: str, state: Path, journal: Path, batch: int, *, follow: bool, fmt: str = "json"
-) -> list[str]:
+def ship_cmd(url: str, state: Path, *options: str) -> list[str]:
+    """``devmesh ship`` to ``url`` with the bench token and state dir, plus ``options``."""
     return [
         PYTHON,
         "-m",
@@ -167,6 +166,16 @@ def shipper_cmd(
         TOKEN,
         "--state-dir",
         str(state),
+        *options,
+    ]
+
+
+def shipper_cmd(
+    url: str, state: Path, journal: Path, batch: int, *, follow: bool, fmt: str = "json"
+) -> list[str]:
+    return ship_cmd(
+        url,
+        state,
         "--directory",
         str(journal),
         "--start",
@@ -180,7 +189,7 @@ def shipper_cmd(
         "--follow" if follow else "--no-follow",
         "--format",
         fmt,
-    ]
+    )
 
 
 def run_shipper(url: str, state: Path, journal: Path, batch: int, fmt: str) -> dict[str, Any]:

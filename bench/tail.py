@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.shipper import PYTHON, TOKEN, Server, run_to_done, start_null_sink  # noqa: E402
+from bench.shipper import Server, run_to_done, ship_cmd, start_null_sink  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "tail"
 
@@ -70,16 +70,9 @@ def make_log(path: Path, lines: int, seed: int = 7) -> tuple[int, int]:
 
 def run_shipper(url: str, state: Path, log: Path, batch: int) -> dict[str, Any]:
     """Run the tail to the end of the file; return its ``shipper_done`` report (+ VmHWM)."""
-    cmd = [
-        PYTHON,
-        "-m",
-        "devmesh.cli.ship",
-        "--server",
+    cmd = ship_cmd(
         url,
-        "--token",
-        TOKEN,
-        "--state-dir",
-        str(state),
+        state,
         "--path",
         str(log),
         "--service",
@@ -95,7 +88,7 @@ def run_shipper(url: str, state: Path, log: Path, batch: int) -> dict[str, Any]:
         "--multiline-timeout",
         "0.2",
         "--no-follow",
-    ]
+    )
     return run_to_done(cmd, state)
 
 

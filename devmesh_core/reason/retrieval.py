@@ -514,7 +514,7 @@ class ActivityReader:
                 cur.execute("SELECT DISTINCT service, host FROM template_stats")
                 return list(cur.fetchall())
 
-            sql.fold_template_places()
+            sql.fold_pending_places()
             rows = sql.run(read, write=False)
             return {r[0] for r in rows}, {r[1] for r in rows}
         services: set[str] = set()

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +40,7 @@ from devmesh_core.models import (
 from devmesh_core.store.base import Cursor, LogQuery, LogStore, Page
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 def _log() -> Any:
@@ -67,6 +68,8 @@ SELECT_COLUMNS = ("id", *INSERT_COLUMNS)
 _SELECT_LIST = ", ".join(SELECT_COLUMNS)
 _JOINED_LIST = ", ".join(f"logs.{column}" for column in SELECT_COLUMNS)
 _ALL_RANKS = sorted(LEVEL_RANK.values())
+# Values per IN (...) list in one statement.
+_IN_LIST = 500
 # Appended place rows (one per ingest batch) folded per transaction.
 _FOLD_ROWS = 200
 # Built upsert statements, per adapter class (built once: ingest asks for one per batch).
@@ -275,6 +278,13 @@ class SQLLogStore(LogStore):
         if isinstance(exc, DevMeshError):
             return exc
         return BackendUnavailable(f"{self.backend}: {exc}", backend=self.backend)
+
+    def _in_lists(self, values: Sequence[V]) -> Iterator[tuple[Sequence[V], str]]:
+        """``values`` in pieces small enough for one ``IN (...)`` each, with the piece's
+        placeholder list."""
+        for i in range(0, len(values), _IN_LIST):
+            chunk = values[i : i + _IN_LIST]
+            yield chunk, ", ".join([self.placeholder] * len(chunk))
 
     def _run(self, work: Callable[[Any], T], *, write: bool, retry: bool = True) -> T:
         """Run ``work(cursor)`` in a transaction on this thread's connection.
@@ -570,35 +580,22 @@ class SQLLogStore(LogStore):
         )
         # Stamp the templates too: template_places_since reads changed places through them.
         tids = sorted({key[0] for key in per_place})
-        for i in range(0, len(tids), 500):
-            chunk = tids[i : i + 500]
+        for chunk, marks in self._in_lists(tids):
             cur.execute(
-                f"UPDATE templates SET updated_at = {p} "
-                f"WHERE template_id IN ({', '.join([p] * len(chunk))})",
+                f"UPDATE templates SET updated_at = {p} WHERE template_id IN ({marks})",
                 (now, *chunk),
             )
-        ids = [row[0] for row in rows]
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            cur.execute(
-                f"DELETE FROM template_place_deltas WHERE id IN ({', '.join([p] * len(chunk))})",
-                chunk,
-            )
+        for chunk, marks in self._in_lists([row[0] for row in rows]):
+            cur.execute(f"DELETE FROM template_place_deltas WHERE id IN ({marks})", chunk)
         return len(rows)
 
     def _survivors(self, cur: Any, template_ids: set[str]) -> dict[str, str]:
         """For ids no longer in ``templates`` (merged away after their batch was stored),
         the id that stands for each now, following chains of merges."""
-        p = self.placeholder
         ids = sorted(template_ids)
         live: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            cur.execute(
-                "SELECT template_id FROM templates "
-                f"WHERE template_id IN ({', '.join([p] * len(chunk))})",
-                chunk,
-            )
+        for chunk, marks in self._in_lists(ids):
+            cur.execute(f"SELECT template_id FROM templates WHERE template_id IN ({marks})", chunk)
             live.update(row[0] for row in cur.fetchall())
         gone = [tid for tid in ids if tid not in live]
         if not gone:
@@ -618,9 +615,10 @@ class SQLLogStore(LogStore):
         if time.monotonic() - self._folded_at >= self.place_fold_interval_s:
             self.fold_template_places()
 
-    def _fold_pending(self) -> bool:
-        """Before a read of places: fold what is pending, so reads are exact (one indexed
-        probe when nothing is)."""
+    def fold_pending_places(self) -> bool:
+        """Fold what is pending before a read of places, so reads are exact (one indexed
+        probe when nothing is); for code that reads ``template_stats`` itself. Returns
+        whether anything was folded."""
 
         def pending(cur: Any) -> bool:
             cur.execute("SELECT 1 FROM template_place_deltas LIMIT 1")
@@ -783,12 +781,10 @@ class SQLLogStore(LogStore):
             return []
         ids = [row[0] for row in rows]
         places: dict[str, list[tuple[str, str, int, int]]] = {tid: [] for tid in ids}
-        p = self.placeholder
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
+        for chunk, marks in self._in_lists(ids):
             cur.execute(
                 "SELECT template_id, service, host, level, count FROM template_stats "
-                f"WHERE template_id IN ({', '.join([p] * len(chunk))})",
+                f"WHERE template_id IN ({marks})",
                 chunk,
             )
             for tid, service, host, level, count in cur.fetchall():
@@ -818,17 +814,13 @@ class SQLLogStore(LogStore):
         ids = list(dict.fromkeys(template_ids))
         if not ids:
             return {}
-        self._fold_pending()
-        p = self.placeholder
+        self.fold_pending_places()
 
         def read(cur: Any) -> list[TemplateInfo]:
             found: list[TemplateInfo] = []
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
+            for chunk, marks in self._in_lists(ids):
                 found.extend(
-                    self._template_infos(
-                        cur, f"WHERE template_id IN ({', '.join([p] * len(chunk))})", chunk, ""
-                    )
+                    self._template_infos(cur, f"WHERE template_id IN ({marks})", chunk, "")
                 )
             return found
 
@@ -836,15 +828,12 @@ class SQLLogStore(LogStore):
 
     def template_texts(self, template_ids: Sequence[str]) -> dict[str, str]:
         ids = list(dict.fromkeys(template_ids))
-        p = self.placeholder
 
         def read(cur: Any) -> dict[str, str]:
             found: dict[str, str] = {}
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
+            for chunk, marks in self._in_lists(ids):
                 cur.execute(
-                    "SELECT template_id, template FROM templates "
-                    f"WHERE template_id IN ({', '.join([p] * len(chunk))})",
+                    f"SELECT template_id, template FROM templates WHERE template_id IN ({marks})",
                     chunk,
                 )
                 found.update((str(tid), str(text)) for tid, text in cur.fetchall())
@@ -853,7 +842,7 @@ class SQLLogStore(LogStore):
         return self._run(read, write=False) if ids else {}
 
     def list_templates(self, *, service: str | None = None, limit: int = 100) -> list[TemplateInfo]:
-        self._fold_pending()
+        self.fold_pending_places()
         p = self.placeholder
         where, params = "", []
         if service is not None:
@@ -873,7 +862,7 @@ class SQLLogStore(LogStore):
         # Asked after every ingest batch and nearly always empty: places are folded only
         # when there is something to embed (its payload carries services and hosts).
         infos = self._run(read, write=False)
-        if infos and self._fold_pending():
+        if infos and self.fold_pending_places():
             infos = self._run(read, write=False)
         return infos
 
@@ -911,7 +900,7 @@ class SQLLogStore(LogStore):
         ]
 
     def template_places_since(self, after_us: int) -> list[TemplatePlace]:
-        self._fold_pending()
+        self.fold_pending_places()
         p = self.placeholder
 
         def read(cur: Any) -> list[TemplatePlace]:
@@ -930,17 +919,12 @@ class SQLLogStore(LogStore):
     def template_places(self, template_ids: Sequence[str]) -> list[TemplatePlace]:
         ids = list(dict.fromkeys(template_ids))
         if ids:
-            self._fold_pending()
-        p = self.placeholder
+            self.fold_pending_places()
 
         def read(cur: Any) -> list[TemplatePlace]:
             found: list[TemplatePlace] = []
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                cur.execute(
-                    self._PLACES + f"WHERE s.template_id IN ({', '.join([p] * len(chunk))})",
-                    chunk,
-                )
+            for chunk, marks in self._in_lists(ids):
+                cur.execute(self._PLACES + f"WHERE s.template_id IN ({marks})", chunk)
                 found.extend(self._places(cur.fetchall()))
             return found
 
