@@ -18,6 +18,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import pymysql
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -104,6 +107,20 @@ def bench_backend(store: LogStore, rows: int, repeat: int) -> list[float]:
     return overall
 
 
+def buffer_pool_mb(url: str) -> int:
+    """The server's InnoDB buffer pool: whether 1M rows and their indexes fit in it decides
+    whether a filter that reads rows (text) hits memory or the disk cache."""
+    parts = urlsplit(url)
+    conn = pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@innodb_buffer_pool_size")
+            row = cur.fetchone()
+            return int(row[0]) // (1024 * 1024) if row else 0
+    finally:
+        conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,6 +136,7 @@ def main() -> None:
                 overall = bench_backend(store, args.rows, args.repeat)
         else:
             with temp_mariadb() as url, open_store(url) as store:
+                print(f"  server: InnoDB buffer pool {buffer_pool_mb(url)} MB")
                 overall = bench_backend(store, args.rows, args.repeat)
         p95 = percentile(overall, 95)
         print(

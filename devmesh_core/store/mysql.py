@@ -148,6 +148,15 @@ _V10 = Migration(
     ),
 )
 
+# The service index carries the host (see the SQLite adapter's _V11).
+_V11 = Migration(
+    11,
+    (
+        "ALTER TABLE logs ADD KEY ix_logs_service_level_ts_host (service, level, ts, id, host), "
+        "DROP KEY ix_logs_service_level_ts",
+    ),
+)
+
 # ON DUPLICATE KEY UPDATE (not INSERT IGNORE, which would also swallow data errors) makes a
 # duplicate fingerprint a no-op that reports 0 affected rows. This parameterised form is what
 # the raw-driver benchmark runs through pymysql's executemany.
@@ -190,8 +199,11 @@ class MySQLLogStore(SQLLogStore):
         _V8,
         _V9,
         _V10,
+        _V11,
     )
     lock_rows = " FOR UPDATE"
+    index_hint = "FORCE INDEX ({})"
+    text_after_merge = True
     merge_forms: ClassVar[Mapping[str, str]] = {
         "conflict": "ON DUPLICATE KEY UPDATE ",
         "add": "{c} = {c} + VALUES({c})",

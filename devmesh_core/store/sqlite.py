@@ -137,6 +137,18 @@ _V10 = Migration(
     ("CREATE TABLE template_place_deltas (id INTEGER PRIMARY KEY, places BLOB NOT NULL)",),
 )
 
+# The service index carries the host as a last column. Same insertion points as before (so
+# the same insert cost), but a service + host query tests the host on index entries instead
+# of reading each row of the service: at 1M rows, a service that runs on all 20 hosts took
+# p95 68 ms on SQLite and 174 ms on MariaDB (bench/query.py).
+_V11 = Migration(
+    11,
+    (
+        "CREATE INDEX ix_logs_service_level_ts_host ON logs (service, level, ts, id, host)",
+        "DROP INDEX ix_logs_service_level_ts",
+    ),
+)
+
 _INSERT = (
     f"INSERT INTO logs ({', '.join(INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in INSERT_COLUMNS)}) "
@@ -163,6 +175,7 @@ class SQLiteLogStore(SQLLogStore):
         _V8,
         _V9,
         _V10,
+        _V11,
     )
     merge_forms: ClassVar[Mapping[str, str]] = {
         "conflict": "ON CONFLICT ({keys}) DO UPDATE SET ",

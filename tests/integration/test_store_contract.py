@@ -155,7 +155,17 @@ def test_filters(store: LogStore) -> None:
 
 
 @pytest.mark.parametrize("order", ["desc", "asc"])
-@pytest.mark.parametrize("filters", [{}, {"service": "a"}, {"level": Level.WARNING}])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"service": "a"},
+        {"level": Level.WARNING},
+        {"service": "a", "host": "h1"},
+        {"service": "a", "text": "M1"},
+        {"host": "h1", "level": Level.WARNING, "text": "1"},
+    ],
+)
 def test_keyset_pagination_no_gap_no_repeat(
     store: LogStore, order: str, filters: dict[str, object]
 ) -> None:
@@ -165,6 +175,7 @@ def test_keyset_pagination_no_gap_no_repeat(
             i // 4,
             message=f"m{i}",
             service="a" if i % 3 else "b",
+            host="h1" if i % 5 else "h2",
             level="WARNING" if i % 2 else "INFO",
         )
         for i in range(103)
@@ -196,6 +207,29 @@ def test_keyset_pagination_no_gap_no_repeat(
     assert len(seen) == len(set(seen))
     late = {e.id for e in store.query(LogQuery(text="late", limit=10)).events}
     assert [i for i in full if i not in late] == seen
+
+
+def _plan(store: LogStore, query: LogQuery) -> str:
+    """The database's plan for the store's SQL of ``query``, as one lower-case string."""
+    sql, params = store._select(query)  # type: ignore[attr-defined]
+    explain = "EXPLAIN QUERY PLAN " if store.backend == "sqlite" else "EXPLAIN "
+
+    def read(cur: object) -> list[object]:
+        cur.execute(explain + sql, params)  # type: ignore[attr-defined]
+        return list(cur.fetchall())  # type: ignore[attr-defined]
+
+    return " ".join(str(row) for row in store._run(read, write=False)).lower()  # type: ignore[attr-defined]
+
+
+def test_service_and_host_read_from_the_index_alone(store: LogStore) -> None:
+    """A service that runs on many hosts: the host is tested on index entries, never by
+    reading each row of the service (p95 174 ms at 1M rows on MariaDB before)."""
+    store.insert([ev(i, host=f"h{i % 20}", level="INFO" if i % 4 else "ERROR") for i in range(400)])
+    plan = _plan(store, LogQuery(service="nginx", host="h3"))
+    assert "ix_logs_service_level_ts_host" in plan
+    assert ("covering index" if store.backend == "sqlite" else "using index") in plan
+    got = store.query(LogQuery(service="nginx", host="h3", limit=1000)).events
+    assert [e.message for e in got] == [f"request {i} done" for i in range(383, -1, -20)]
 
 
 def test_offset_pagination_compatible(store: LogStore) -> None:
