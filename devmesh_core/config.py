@@ -128,6 +128,11 @@ class Settings(BaseSettings):
         "one template miner (ids agree); default: the miner state in data_dir/miner, one "
         "process at a time",
     )
+    miner_process: bool = Field(
+        default=True,
+        description="in the server, run the template miner (the data_dir/miner one) in a child "
+        "process, so mining runs beside ingest instead of under its interpreter lock",
+    )
     miner_key: str | None = Field(
         default=None,
         description="key prefix of the shared miner state in Redis; default "

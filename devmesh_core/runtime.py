@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from devmesh_core.metrics import Metrics
     from devmesh_core.notify.base import NotifierHub
     from devmesh_core.reason.runbooks import Runbook
-    from devmesh_core.templates.miner import SignatureMiner
+    from devmesh_core.templates.miner import TemplateMiner
     from devmesh_core.vectors import Embedder, VectorIndex
 
 
@@ -35,7 +35,7 @@ class Core:
 
     settings: Settings
     store: LogStore
-    miner: SignatureMiner | None = None
+    miner: TemplateMiner | None = None
     vector_index: VectorIndex | None = None
     embedder: Embedder | None = None
     runbooks: list[Runbook] = field(default_factory=list)

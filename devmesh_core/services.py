@@ -24,7 +24,7 @@ from devmesh_core.formats import loki
 from devmesh_core.log import get_logger
 from devmesh_core.models import IngestReport, InsertResult, LogEvent, Rejection
 from devmesh_core.store.base import LogStore
-from devmesh_core.templates.miner import SignatureMiner
+from devmesh_core.templates.miner import TemplateMiner
 from devmesh_core.templates.owned import OwnedMiner
 
 TOKEN_PREFIX = "dm_"
@@ -70,7 +70,7 @@ def ingest(
     items: Sequence[Any],
     *,
     default_source: str | None = None,
-    miner: SignatureMiner | None = None,
+    miner: TemplateMiner | None = None,
 ) -> IngestReport:
     """Validate and store a batch; report stored, duplicate and rejected items.
 
@@ -84,7 +84,7 @@ def ingest(
 
 
 def ingest_loki(
-    store: LogStore, payload: Any, *, miner: SignatureMiner | None = None
+    store: LogStore, payload: Any, *, miner: TemplateMiner | None = None
 ) -> IngestReport:
     """Store a Loki push body (JSON form); rejections name the entry's position."""
     pairs, rejected = loki.push_to_items(payload)
@@ -96,7 +96,7 @@ def ingest_loki(
 
 
 def store_events(
-    store: LogStore, events: Sequence[LogEvent], *, miner: SignatureMiner | None = None
+    store: LogStore, events: Sequence[LogEvent], *, miner: TemplateMiner | None = None
 ) -> InsertResult:
     """Insert validated events, mining their templates first when a miner is given.
 
@@ -115,9 +115,7 @@ def store_events(
     return result
 
 
-def sync_template_merges(
-    store: LogStore, miner: SignatureMiner, *, everything: bool = False
-) -> int:
+def sync_template_merges(store: LogStore, miner: TemplateMiner, *, everything: bool = False) -> int:
     """Tell the store which templates the miner merged, so their events follow the survivor.
 
     ``everything`` replays every merge the miner remembers (idempotent): run at start-up, it
@@ -138,7 +136,9 @@ def sync_template_merges(
     return len(merged)
 
 
-def open_miner(settings: Settings, store: LogStore) -> SignatureMiner | None:
+def open_miner(
+    settings: Settings, store: LogStore, *, process: bool = False
+) -> TemplateMiner | None:
     """The template miner of this data dir (``None`` when mining is off), with merges it made
     while the store was not told replayed into the store.
 
@@ -147,6 +147,8 @@ def open_miner(settings: Settings, store: LogStore) -> SignatureMiner | None:
     merges with its first batch, so a Redis that is down at start-up does not turn mining
     off). Otherwise raises :class:`~devmesh_core.errors.BackendUnavailable` when another
     process owns the miner state; the caller decides whether to go on without mining.
+    ``process`` runs that miner in a child process (:mod:`devmesh_core.templates.process`):
+    what a long-running server wants, not a one-shot command.
     """
     if not settings.mine_templates:
         return None
@@ -158,14 +160,26 @@ def open_miner(settings: Settings, store: LogStore) -> SignatureMiner | None:
             settings.miner_key or default_key(settings.data_dir),
             seed_dir=settings.miner_dir,
         )
-    miner = OwnedMiner(settings.miner_dir)
-    sync_template_merges(store, miner, everything=True)
+    miner: TemplateMiner
+    if process:
+        from devmesh_core.templates.process import ProcessMiner
+
+        miner = ProcessMiner(
+            settings.miner_dir, log_format=settings.log_format, log_level=settings.log_level
+        )
+    else:
+        miner = OwnedMiner(settings.miner_dir)
+    try:
+        sync_template_merges(store, miner, everything=True)
+    except BaseException:
+        miner.close()
+        raise
     return miner
 
 
 def backfill_templates(
     store: LogStore,
-    miner: SignatureMiner,
+    miner: TemplateMiner,
     *,
     batch_size: int = 5_000,
     progress: Callable[[int], None] | None = None,
@@ -190,7 +204,7 @@ def import_jsonl(
     batch_size: int = 1_000,
     default_source: str = "file",
     progress: Callable[[int], None] | None = None,
-    miner: SignatureMiner | None = None,
+    miner: TemplateMiner | None = None,
 ) -> IngestReport:
     """Bulk-load a JSONL file of log objects in batches.
 
@@ -236,7 +250,7 @@ def import_jsonl(
 
 
 def load_sample(
-    store: LogStore, *, now: datetime | None = None, miner: SignatureMiner | None = None
+    store: LogStore, *, now: datetime | None = None, miner: TemplateMiner | None = None
 ) -> IngestReport:
     """Load the bundled homelab sample (≈360 events), shifted so its newest event is ``now``.
 

@@ -49,7 +49,7 @@ from devmesh_core.models import Level
 from devmesh_core.receivers.syslog import SyslogReceiver
 from devmesh_core.runtime import Core
 from devmesh_core.store import LogQuery, LogStore, open_store
-from devmesh_core.templates.miner import SignatureMiner
+from devmesh_core.templates.miner import TemplateMiner
 from devmesh_core.wiring import serve_services
 
 if TYPE_CHECKING:
@@ -100,11 +100,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def open_miner(settings: Settings, store: LogStore) -> SignatureMiner | None:
+def open_miner(settings: Settings, store: LogStore) -> TemplateMiner | None:
     """The template miner for this data dir, or ``None`` (with a warning) if mining is off or
     another process owns the miner state."""
     try:
-        return services.open_miner(settings, store)
+        return services.open_miner(settings, store, process=settings.miner_process)
     except BackendUnavailable as exc:
         log.warning("template_mining_off", reason=str(exc))
         return None

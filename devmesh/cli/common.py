@@ -15,7 +15,7 @@ from devmesh_core.config import Settings
 from devmesh_core.errors import DevMeshError
 from devmesh_core.runtime import Core
 from devmesh_core.store import LogStore, open_store
-from devmesh_core.templates.miner import SignatureMiner
+from devmesh_core.templates.miner import TemplateMiner
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,7 +32,7 @@ def store_for(settings: Settings) -> LogStore:
     return open_store(settings.effective_database_url)
 
 
-def miner_for(settings: Settings, store: LogStore) -> SignatureMiner | None:
+def miner_for(settings: Settings, store: LogStore) -> TemplateMiner | None:
     """The template miner of this data dir, or None (said on stderr) when it can't be had."""
     try:
         return services.open_miner(settings, store)

@@ -10,6 +10,7 @@ from devmesh_core.templates.miner import (
     MinedTemplate,
     MinerConfig,
     SignatureMiner,
+    TemplateMiner,
     mine_lines,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "MinedTemplate",
     "MinerConfig",
     "SignatureMiner",
+    "TemplateMiner",
     "mine_lines",
 ]

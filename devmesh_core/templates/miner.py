@@ -47,7 +47,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from drain3.drain import Drain, LogCluster
 
@@ -126,6 +126,31 @@ class KnownTemplate:
     template: str
     count: int
     aliases: tuple[str, ...]
+
+
+class TemplateMiner(Protocol):
+    """What ingest needs of a miner: :class:`SignatureMiner` in this process, its Redis-shared
+    form (``templates.shared``) or one in a child process (``templates.process``)."""
+
+    def add_many(self, messages: Sequence[str]) -> list[MinedTemplate]:
+        """Mine a batch; one result per message, in order."""
+        ...
+
+    def take_merges(self) -> dict[str, str]:
+        """Ids merged away since the last call, each mapped to its survivor."""
+        ...
+
+    def aliases(self) -> dict[str, str]:
+        """Every id ever merged away, mapped to its survivor."""
+        ...
+
+    def template_text(self, template_id: str) -> str:
+        """Current text of a template (aliases resolve)."""
+        ...
+
+    def close(self) -> None:
+        """Save pending state and release what the miner holds."""
+        ...
 
 
 @dataclass(slots=True)
