@@ -12,7 +12,9 @@ The child owns the miner's state directory (its lock and state file) for as long
 runs. If it dies, the call in flight raises :class:`~devmesh_core.errors.BackendUnavailable`
 (ingest then stores that batch unmined, as for any miner outage, for ``devmesh templates
 backfill``) and the next call starts a new child from the saved state. The child exits,
-saving its state, when :meth:`ProcessMiner.close` is called or its parent goes away.
+saving its state, when :meth:`ProcessMiner.close` is called or its parent goes away; it
+ignores SIGTERM and SIGINT, which reach it with its parent's (a service manager stopping the
+group, Ctrl-C), so that stopping goes through the parent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +47,12 @@ def _serve(conn: Connection) -> None:
     """Child process: open the miner the parent describes, then answer calls until told to
     close or orphaned (the parent's end of the socket closes when it exits, even by kill -9).
     """
+    # Stopping is the parent's call (close, or its end of the socket closing), so the state
+    # is saved once the batch in hand is done: a service manager's SIGTERM to the whole
+    # group (systemd's default) would otherwise kill the child before the parent closes it
+    # and lose the templates learned since the last snapshot.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from devmesh_core.log import configure_logging
     from devmesh_core.templates.owned import OwnedMiner
 

@@ -86,6 +86,21 @@ def test_a_killed_child_is_replaced_from_the_saved_state(tmp_path: Path) -> None
         miner.close()
 
 
+def test_child_outlives_a_sigterm_so_the_parent_closes_it(tmp_path: Path) -> None:
+    """A service manager's SIGTERM reaches the whole group; the child waits for the parent's
+    close, which saves the templates learned since the last snapshot."""
+    miner = ProcessMiner(tmp_path)
+    child = miner.pid
+    assert child is not None
+    ids = [t.template_id for t in miner.add_many(BATCHES[1])]
+    os.kill(child, signal.SIGTERM)
+    time.sleep(0.3)
+    assert miner.add_many(BATCHES[1][:3]) and miner.pid == child
+    miner.close()
+    with OwnedMiner(tmp_path) as reopened:
+        assert [t.template_id for t in reopened.add_many(BATCHES[1])] == ids
+
+
 def test_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     """No orphan holding the miner state: kill -9 of the server frees the directory."""
     script = (
