@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,9 @@ def main() -> None:
         action="store_true",
         help="also run with the miner inside the server process (DEVMESH_MINER_PROCESS=false)",
     )
+    parser.add_argument(
+        "--only-inline", action="store_true", help="run only the in-process miner mode"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="repeat; the best run is kept")
     args = parser.parse_args()
     bodies = batch_bodies(args.events, args.batch)
@@ -157,14 +161,19 @@ def main() -> None:
     )
     rates: dict[str, float] = {}
     modes = ["off" if args.no_mining else "process"]
+    if args.only_inline:
+        modes = []
     if args.compare_mining:
         modes = ["process", "off"]
     if args.inline_mining:
         modes.append("inline")
-    for _ in range(args.rounds):
+    runs: dict[str, list[float]] = {mode: [] for mode in modes}
+    for n in range(args.rounds):
         for mode in modes:
             rate = run_once(args, bodies, mode)
+            runs[mode].append(rate)
             rates[mode] = max(rates.get(mode, 0.0), rate)
+            print(f"  round {n + 1} {mode:8}: {rate:,.0f} events/s", flush=True)
     for mode, rate in rates.items():
         print(
             f"{MODES[mode]:46}: {rate:,.0f} events/s (target >= 20,000: "
@@ -174,9 +183,15 @@ def main() -> None:
         for mode in ("process", "inline"):
             if mode in rates:
                 slowdown = 1 - rates[mode] / rates["off"]
+                # Each round runs the modes back to back, so a round's ratio is taken under
+                # the same machine conditions; the median of those is steadier than the best.
+                paired = statistics.median(
+                    1 - on / off for on, off in zip(runs[mode], runs["off"], strict=True)
+                )
                 print(
-                    f"mining ({mode}) slows ingest by {slowdown:.1%} (target <= 20%: "
-                    f"{'ok' if slowdown <= 0.20 else 'MISSED'})"
+                    f"mining ({mode}) slows ingest by {slowdown:.1%} best vs best, "
+                    f"{paired:.1%} median of rounds (target <= 20%: "
+                    f"{'ok' if max(slowdown, paired) <= 0.20 else 'MISSED'})"
                 )
 
 
