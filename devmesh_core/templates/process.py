@@ -34,7 +34,13 @@ from typing import Any
 
 import devmesh_core
 from devmesh_core import errors
-from devmesh_core.errors import BackendError, BackendUnavailable, DevMeshError, InvalidInput
+from devmesh_core.errors import (
+    BackendError,
+    BackendUnavailable,
+    DevMeshError,
+    InvalidInput,
+    NotFound,
+)
 from devmesh_core.templates.miner import KnownTemplate, MinedTemplate, MinerConfig
 
 # Calls the child answers; anything else is refused there.
@@ -127,6 +133,8 @@ def _error(exc: Exception) -> tuple[str, str, str, str | None]:
 
 def _raise(name: str, message: str, backend: str | None) -> None:
     """Re-raise in the parent an error the child reported, as the same DevMesh class."""
+    if name == "KeyError":  # an unknown template id, as the in-process miner raises it
+        raise NotFound(f"no template {message}")
     cls = getattr(errors, name, None)
     if isinstance(cls, type) and issubclass(cls, BackendError):
         raise cls(message, backend=backend)
@@ -205,24 +213,28 @@ class ProcessMiner:
             raise
 
     def _reply(self, timeout_s: float) -> Any:
+        """The child's answer to the request just sent: its value, or the error it raised
+        re-raised here (the pipe stays in step either way)."""
+        kind, *rest = self._receive(timeout_s)
+        if kind == "err":
+            _raise(*rest)
+        return rest[0]
+
+    def _receive(self, timeout_s: float) -> tuple[Any, ...]:
         conn = self._conn
         assert conn is not None
         try:
-            ready = conn.poll(timeout_s)
-            if not ready:
+            if not conn.poll(timeout_s):
                 raise BackendUnavailable(
                     f"the template miner process did not answer within {timeout_s:.0f} s",
                     backend="miner",
                 )
-            kind, *rest = conn.recv()
+            return tuple(conn.recv())
         except (EOFError, OSError) as exc:
             raise BackendUnavailable(
                 "the template miner process exited; the next batch starts a new one",
                 backend="miner",
             ) from exc
-        if kind == "err":
-            _raise(*rest)
-        return rest[0]
 
     def _call(self, name: str, args: Any) -> Any:
         with self._lock:
@@ -234,17 +246,23 @@ class ProcessMiner:
             assert self._conn is not None
             try:
                 self._conn.send((name, args))
-                return self._reply(self._call_timeout_s)
-            except BackendUnavailable:
-                # Dead or stuck: this call fails (its batch is stored unmined); a new child
-                # takes the next one from the saved state.
-                self._stop(wait_s=1.0)
-                raise
+                answer = self._receive(self._call_timeout_s)
             except (OSError, ValueError) as exc:
                 self._stop(wait_s=1.0)
                 raise BackendUnavailable(
                     f"the template miner process is unreachable: {exc}", backend="miner"
                 ) from exc
+            except BaseException:
+                # Dead, stuck, or this thread interrupted between request and answer (a
+                # late answer would be read as the next call's): this call fails (its
+                # batch is stored unmined) and a new child takes the next one from the
+                # saved state.
+                self._stop(wait_s=1.0)
+                raise
+        kind, *rest = answer
+        if kind == "err":
+            _raise(*rest)
+        return rest[0]
 
     def _stop(self, wait_s: float) -> None:
         process, conn = self._process, self._conn

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.synth import make_events
-from devmesh_core.errors import BackendUnavailable, InvalidInput
+from devmesh_core.errors import BackendUnavailable, InvalidInput, NotFound
 from devmesh_core.templates.owned import OwnedMiner
 from devmesh_core.templates.process import ProcessMiner
 
@@ -48,6 +48,18 @@ def test_same_templates_ids_and_new_flags_as_in_process(tmp_path: Path) -> None:
         assert there.add_many([]) == []
         with pytest.raises(InvalidInput):
             there.add_many("one string")
+
+
+def test_an_error_in_the_child_is_raised_here_and_keeps_the_child(tmp_path: Path) -> None:
+    with ProcessMiner(tmp_path) as miner:
+        miner.add_many(BATCHES[0])
+        child = miner.pid
+        with pytest.raises(NotFound, match="Tnope"):
+            miner.template_text("Tnope")
+        with pytest.raises(InvalidInput, match="no call"):
+            miner._call("_state_bytes", ())
+        assert miner.pid == child
+        assert len(miner.add_many(BATCHES[0])) == len(BATCHES[0])
 
 
 def test_state_survives_close_and_the_directory_is_owned(tmp_path: Path) -> None:
