@@ -160,13 +160,14 @@ def main() -> None:
         f"concurrency={args.concurrency}"
     )
     rates: dict[str, float] = {}
-    modes = ["off" if args.no_mining else "process"]
     if args.only_inline:
-        modes = []
-    if args.compare_mining:
-        modes = ["process", "off"]
-    if args.inline_mining:
-        modes.append("inline")
+        modes = ["inline"]
+    else:
+        modes = ["off" if args.no_mining else "process"]
+        if args.compare_mining:
+            modes = ["process", "off"]
+        if args.inline_mining:
+            modes.append("inline")
     runs: dict[str, list[float]] = {mode: [] for mode in modes}
     for n in range(args.rounds):
         for mode in modes:

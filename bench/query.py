@@ -18,9 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
-
-import pymysql
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -107,18 +105,15 @@ def bench_backend(store: LogStore, rows: int, repeat: int) -> list[float]:
     return overall
 
 
-def buffer_pool_mb(url: str) -> int:
+def buffer_pool_mb(store: LogStore) -> int:
     """The server's InnoDB buffer pool: whether 1M rows and their indexes fit in it decides
     whether a filter that reads rows (text) hits memory or the disk cache."""
-    parts = urlsplit(url)
-    conn = pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT @@innodb_buffer_pool_size")
-            row = cur.fetchone()
-            return int(row[0]) // (1024 * 1024) if row else 0
-    finally:
-        conn.close()
+
+    def read(cur: Any) -> int:
+        cur.execute("SELECT @@innodb_buffer_pool_size")
+        return int(cur.fetchone()[0]) // (1024 * 1024)
+
+    return int(store.run(read, write=False))  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -136,7 +131,7 @@ def main() -> None:
                 overall = bench_backend(store, args.rows, args.repeat)
         else:
             with temp_mariadb() as url, open_store(url) as store:
-                print(f"  server: InnoDB buffer pool {buffer_pool_mb(url)} MB")
+                print(f"  server: InnoDB buffer pool {buffer_pool_mb(store)} MB")
                 overall = bench_backend(store, args.rows, args.repeat)
         p95 = percentile(overall, 95)
         print(

@@ -131,6 +131,15 @@ def _error(exc: Exception) -> tuple[str, str, str, str | None]:
     return ("err", type(exc).__name__, str(exc), backend)
 
 
+def _unwrap(answer: tuple[Any, ...]) -> Any:
+    """The value of a child's answer, or the error it reported raised here (the pipe stays
+    in step either way)."""
+    kind, *rest = answer
+    if kind == "err":
+        _raise(*rest)
+    return rest[0]
+
+
 def _raise(name: str, message: str, backend: str | None) -> None:
     """Re-raise in the parent an error the child reported, as the same DevMesh class."""
     if name == "KeyError":  # an unknown template id, as the in-process miner raises it
@@ -207,18 +216,10 @@ class ProcessMiner:
         self._process, self._conn = process, Connection(ours.detach())
         try:
             self._conn.send_bytes(pickle.dumps((str(self.state_dir), self._config, *self._log)))
-            self._reply(self._start_timeout_s)
+            _unwrap(self._receive(self._start_timeout_s))
         except BaseException:
             self._stop(wait_s=5.0)
             raise
-
-    def _reply(self, timeout_s: float) -> Any:
-        """The child's answer to the request just sent: its value, or the error it raised
-        re-raised here (the pipe stays in step either way)."""
-        kind, *rest = self._receive(timeout_s)
-        if kind == "err":
-            _raise(*rest)
-        return rest[0]
 
     def _receive(self, timeout_s: float) -> tuple[Any, ...]:
         conn = self._conn
@@ -259,10 +260,7 @@ class ProcessMiner:
                 # saved state.
                 self._stop(wait_s=1.0)
                 raise
-        kind, *rest = answer
-        if kind == "err":
-            _raise(*rest)
-        return rest[0]
+        return _unwrap(answer)
 
     def _stop(self, wait_s: float) -> None:
         process, conn = self._process, self._conn
