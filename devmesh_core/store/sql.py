@@ -106,6 +106,42 @@ def event_row(event: LogEvent, now_us: int, template_id: str | None = None) -> t
     )
 
 
+# Per template: [text, count, first ts, last ts]; per place (template, service, host, level
+# rank): [count, last ts].
+TemplateCounts = tuple[dict[str, list[Any]], dict[tuple[str, str, str, int], list[int]]]
+
+
+def count_templates(pairs: Sequence[tuple[LogEvent, TemplateLike]]) -> TemplateCounts:
+    """What a batch of newly stored events adds to the template statistics.
+
+    Pure, so ingest computes it before taking the store's write lock.
+    """
+    per_template: dict[str, list[Any]] = {}
+    per_place: dict[tuple[str, str, str, int], list[int]] = {}
+    for event, template in pairs:
+        ts = event.timestamp_us
+        tid = template.template_id
+        entry = per_template.get(tid)
+        if entry is None:
+            per_template[tid] = [template.template, 1, ts, ts]
+        else:
+            entry[0] = template.template  # the newest text wins (templates widen)
+            entry[1] += 1
+            if ts < entry[2]:
+                entry[2] = ts
+            elif ts > entry[3]:
+                entry[3] = ts
+        key = (tid, event.service, event.host, LEVEL_RANK[event.level])
+        place = per_place.get(key)
+        if place is None:
+            per_place[key] = [1, ts]
+        else:
+            place[0] += 1
+            if ts > place[1]:
+                place[1] = ts
+    return per_template, per_place
+
+
 def stored_event(row: Sequence[Any]) -> StoredEvent:
     """Build a :class:`StoredEvent` from a row in :data:`SELECT_COLUMNS` order (trusted data)."""
     (
@@ -443,27 +479,37 @@ class SQLLogStore(LogStore):
             stored = self._run(lambda cur: self._insert_rows(cur, rows), write=True)
             return InsertResult(stored=stored, duplicates=len(rows) - stored)
         pairs = list(zip(events, templates, strict=True))
+        # Rows and counts are built before the write lock is taken (it serialises writers,
+        # so Python work inside it is work no other request can overlap).
+        rows = [event_row(e, now, t.template_id) for e, t in pairs]
+        counts = count_templates(pairs)
+        attempts = 0
 
         def work(cur: Any) -> int:
-            # A stamp of its own for each attempt: a retry after a commit whose answer was lost
-            # must not mistake the first attempt's rows for its own.
-            now = _now_us()
-            rows = [event_row(e, now, t.template_id) for e, t in pairs]
+            nonlocal rows, attempts
+            attempts += 1
+            if attempts > 1:
+                # A stamp of its own for each attempt: a retry after a commit whose answer
+                # was lost must not mistake the first attempt's rows for its own.
+                stamp = _now_us()
+                rows = [(row[0], stamp, *row[2:]) for row in rows]
+            stamp = rows[0][1]
             stored = self._insert_rows(cur, rows)
-            fresh: Sequence[tuple[LogEvent, TemplateLike]] = pairs
+            fresh = counts
             if stored < len(rows):
                 # Template statistics count each event once. Some events were stored already
                 # (a re-sent batch) or repeated in the batch: the rows this transaction
                 # inserted are the ones stamped with its ingestion time.
-                new = self._stamped(cur, events, now)
+                new = self._stamped(cur, events, stamp)
                 seen: set[bytes] = set()
-                fresh = []
+                kept = []
                 for event, template in pairs:
                     fp = event.fingerprint_bytes
                     if fp in new and fp not in seen:
                         seen.add(fp)
-                        fresh.append((event, template))
-            self._count_templates(cur, fresh, now)
+                        kept.append((event, template))
+                fresh = count_templates(kept)
+            self._write_counts(cur, fresh, stamp)
             return stored
 
         stored = self._run(work, write=True)
@@ -489,31 +535,10 @@ class SQLLogStore(LogStore):
             found.update(bytes(row[0]) for row in cur.fetchall())
         return found
 
-    def _count_templates(
-        self, cur: Any, pairs: Sequence[tuple[LogEvent, TemplateLike]], now: int
-    ) -> None:
-        """Count a batch of newly stored events into ``templates``, and append its places
-        (template, service, host, level) for :meth:`fold_template_places`."""
-        per_template: dict[str, list[Any]] = {}
-        per_place: dict[tuple[str, str, str, int], list[int]] = {}
-        for event, template in pairs:
-            ts = event.timestamp_us
-            tid = template.template_id
-            entry = per_template.get(tid)
-            if entry is None:
-                per_template[tid] = [template.template, 1, ts, ts]
-            else:
-                entry[0] = template.template  # the newest text wins (templates widen)
-                entry[1] += 1
-                entry[2] = min(entry[2], ts)
-                entry[3] = max(entry[3], ts)
-            key = (tid, event.service, event.host, LEVEL_RANK[event.level])
-            place = per_place.get(key)
-            if place is None:
-                per_place[key] = [1, ts]
-            else:
-                place[0] += 1
-                place[1] = max(place[1], ts)
+    def _write_counts(self, cur: Any, counts: TemplateCounts, now: int) -> None:
+        """Add a batch's counts (see :func:`count_templates`) to ``templates``, and append
+        its places (template, service, host, level) for :meth:`fold_template_places`."""
+        per_template, per_place = counts
         # Rows in key order: concurrent batches then lock them in the same order.
         if per_template:
             cur.executemany(
@@ -702,7 +727,7 @@ class SQLLogStore(LogStore):
                 )
                 if cur.rowcount == 1:  # only rows still unmined count (a rerun is a no-op)
                     done.append((event, template))
-            self._count_templates(cur, done, now)
+            self._write_counts(cur, count_templates(done), now)
             return len(done)
 
         assigned = self._run(work, write=True)

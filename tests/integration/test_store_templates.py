@@ -72,6 +72,30 @@ def test_resent_events_are_not_counted_twice(store: LogStore) -> None:
     assert store.get_templates(["Ta"])["Ta"].count == 6
 
 
+def test_a_batch_run_again_after_its_commit_counts_each_event_once(
+    store: LogStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the store does when a commit's answer is lost: it runs the same batch again.
+    # The second run stores nothing, and must not count the first run's rows as its own.
+    assert isinstance(store, SQLLogStore)
+    run = store._run
+
+    def twice(work: Any, *, write: bool, retry: bool = True) -> Any:
+        if write:
+            run(work, write=write, retry=retry)
+        return run(work, write=write, retry=retry)
+
+    monkeypatch.setattr(store, "_run", twice)
+    ref = Ref("Ta", "request <*> done")
+    result = store.insert([ev(i) for i in range(5)], [ref] * 5)
+    assert (result.stored, result.duplicates) == (0, 5)
+    monkeypatch.undo()
+    assert store.count() == 5
+    info = store.get_templates(["Ta"])["Ta"]
+    assert info.count == 5
+    assert info.levels == {"INFO": 5}
+
+
 def test_template_text_follows_the_miner(store: LogStore) -> None:
     store.insert([ev(0)], [Ref("Ta", "request 0 done")])
     store.insert([ev(1)], [Ref("Ta", "request <*> done")])
