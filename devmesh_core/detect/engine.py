@@ -68,7 +68,7 @@ class Detector:
         self.signals: list[Signal] = []  # every signal seen (replays read it)
         self._active: dict[int, Incident] = {}
         self._last_update: dict[int, float] = {}
-        self._dirty: set[int] = set()  # changed with nothing to announce: saved per batch
+        self._dirty: set[int] = set()  # incidents changed by evidence only, saved per batch
         self._recent: list[Incident] | None = None  # resolved lately (loaded once per batch)
         self._follow_rank = Level(self.s.new_signature_min_level).rank
 
@@ -124,7 +124,6 @@ class Detector:
         for signal in found:
             self._correlate(signal)
         self._auto_resolve(now)
-        self._flush()
         self.signals.extend(found)
         return found
 
@@ -201,7 +200,7 @@ class Detector:
         incident.updated_at = max(incident.updated_at, event.timestamp)
 
     def _flush(self) -> None:
-        """Store incidents that changed with nothing to announce (evidence, quiet joins)."""
+        """Store incidents that only gathered evidence (no event for notifiers)."""
         for number in sorted(self._dirty):
             incident = self._active.get(number)
             if incident is not None:
@@ -285,12 +284,8 @@ class Detector:
             last = self._last_update.get(incident.number, 0.0)
             if time.monotonic() - last >= self.s.update_interval:
                 kind = "updated"
-        if kind is None:
-            # Nothing to announce: stored once at the end of the pass with the other
-            # incidents that changed (one write per incident per pass, not per signal).
-            self._dirty.add(incident.number)
-            return
-        self._last_update[incident.number] = time.monotonic()
+        if kind is not None:
+            self._last_update[incident.number] = time.monotonic()
         self.incidents.save(incident, kind, at=signal.at)
 
     def _add(self, incident: Incident, signal: Signal) -> None:

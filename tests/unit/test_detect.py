@@ -15,7 +15,6 @@ from devmesh_core.detect.detectors import (
     RunbookDetector,
 )
 from devmesh_core.detect.engine import Detector
-from devmesh_core.detect.models import Incident, IncidentEventKind
 from devmesh_core.detect.replay import SCENARIO_DEPENDENCIES, outage_scenario, replay, stored
 from devmesh_core.detect.service import IncidentService
 from devmesh_core.detect.settings import DetectSettings
@@ -215,36 +214,6 @@ def test_outage_scenario_is_one_incident_with_the_database_as_origin(store: LogS
     first_signal = min(s.at for s in result.detector.signals)
     assert incident.opened_at - first_signal <= timedelta(seconds=60)
     assert incident.opened_at - outage <= timedelta(seconds=60)
-
-
-def test_signals_joining_an_incident_are_written_once_per_pass(
-    store: LogStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Joins with nothing to announce are stored with the pass, not one transaction each
-    # (the detection loop shares the store's write lock with ingest).
-    quiet: list[int] = []
-    announced: list[str] = []
-    save = IncidentService.save
-
-    def counted(
-        self: IncidentService, incident: Incident, kind: IncidentEventKind | None, *, at: datetime
-    ) -> None:
-        if kind is None:
-            quiet.append(incident.number)
-        else:
-            announced.append(kind)
-        save(self, incident, kind, at=at)
-
-    monkeypatch.setattr(IncidentService, "save", counted)
-    events, _ = outage_scenario(T0)
-    result = replay(store, events, dependencies=SCENARIO_DEPENDENCIES)
-    (incident,) = result.incidents
-    assert len(result.detector.signals) > len(announced) + 3  # most signals announce nothing
-    assert quiet == [incident.number]  # one pass: one quiet write
-    # What was written is the whole incident: every service it touched, its origin, its count.
-    assert set(incident.services) == {"postgres", "api", "web"}
-    assert incident.origin_service == "postgres"
-    assert incident.signal_count == len(result.detector.signals)
 
 
 def test_origin_is_upstream_even_when_a_client_complains_first(store: LogStore) -> None:
