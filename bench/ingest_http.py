@@ -4,8 +4,9 @@
                                 [--backend sqlite|mysql]
 
 With --compare-mining it runs the same load with template mining on and off (target: mining
-slows ingest by at most 20%). The server runs as a subprocess on a free loopback port with a
-fresh data dir; the client
+slows ingest by at most 20%); --no-detect serves without the detection loop, which isolates
+mining's own cost (the loop reads every stored event back, and does more with templates).
+The server runs as a subprocess on a free loopback port with a fresh data dir; the client
 pre-serialises the batches (so it measures the server, not JSON encoding in the client) and
 keeps ``--concurrency`` requests in flight over keep-alive connections (``http.client`` in
 threads: lean, so the load client takes little of the two cores it shares with the server).
@@ -48,11 +49,14 @@ MODES = {
 }
 
 
-def start(data_dir: str, url: str | None, mode: str) -> tuple[subprocess.Popen[bytes], str]:
+def start(
+    data_dir: str, url: str | None, mode: str, *, detect: bool = True
+) -> tuple[subprocess.Popen[bytes], str]:
     """``devmesh serve`` on a fresh data dir (the test suite's starter) in a mining ``mode``,
-    never with the embedding model."""
+    never with the embedding model; ``detect=False`` without the detection loop."""
     env = {
         "DEVMESH_LOG_LEVEL": "WARNING",
+        "DEVMESH_DETECT__ENABLED": "true" if detect else "false",
         "DEVMESH_MINE_TEMPLATES": "false" if mode == "off" else "true",
         "DEVMESH_MINER_PROCESS": "true" if mode == "process" else "false",
         "DEVMESH_VECTORS_ENABLED": "false",
@@ -152,12 +156,18 @@ def main() -> None:
     parser.add_argument(
         "--only-inline", action="store_true", help="run only the in-process miner mode"
     )
+    parser.add_argument(
+        "--no-detect",
+        action="store_true",
+        help="serve without the detection loop (isolates mining's own cost: the loop reads "
+        "every stored event back and does more with templates than without)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="repeat; the best run is kept")
     args = parser.parse_args()
     bodies = batch_bodies(args.events, args.batch)
     print(
         f"backend={args.backend} events={args.events:,} batch={args.batch} "
-        f"concurrency={args.concurrency}"
+        f"concurrency={args.concurrency} detection={'off' if args.no_detect else 'on'}"
     )
     rates: dict[str, float] = {}
     if args.only_inline:
@@ -199,7 +209,7 @@ def main() -> None:
 def run_once(args: argparse.Namespace, bodies: list[bytes], mode: str) -> float:
     db = temp_mariadb() if args.backend == "mysql" else nullcontext(None)
     with tempfile.TemporaryDirectory() as tmp, db as url:
-        proc, base = start(tmp, url, mode)
+        proc, base = start(tmp, url, mode, detect=not args.no_detect)
         try:
             warm = orjson.dumps(make_events(args.batch, seed=99))
             httpx.post(f"{base}/ingest/logs", content=warm, timeout=60).raise_for_status()
