@@ -206,7 +206,7 @@ def create_app(
             async with serve_services(core, detect=True) as wired:
                 app.state.detection = wired.detection
                 try:
-                    background.setup_metrics(core)
+                    background.setup_metrics(core, wired.detection)
                     app.state.projection = background.start_projection(core)
                     if settings.syslog_udp_port is not None or settings.syslog_tcp_port is not None:
                         app.state.syslog = SyslogReceiver(

@@ -21,6 +21,7 @@ from devmesh_core.metrics import Metrics
 from devmesh_core.runtime import Core
 
 if TYPE_CHECKING:
+    from devmesh_core.detect.loop import DetectionHandle
     from devmesh_core.graph import GraphStore
     from devmesh_core.graph.loop import ProjectionLoop
 
@@ -62,9 +63,9 @@ def start_projection(core: Core) -> ProjectionLoop | None:
     return loop
 
 
-def setup_metrics(core: Core) -> Metrics:
+def setup_metrics(core: Core, detection: DetectionHandle | None = None) -> Metrics:
     """``core.metrics`` with counters fed by the incident and action services and gauges
-    read from the store at scrape time."""
+    read from the store at scrape time; with ``detection``, how far it is behind ingest."""
     metrics = Metrics()
     core.metrics = metrics
     store = core.store
@@ -91,6 +92,15 @@ def setup_metrics(core: Core) -> Metrics:
             lambda: {(k,): float(v) for k, v in incidents.repo.counts_by_severity().items()},
         )
         incidents.add_listener(metrics.record_incident_event)
+    if detection is not None:
+        runner = detection.runner
+        metrics.probe(
+            "devmesh_detection_backlog_events",
+            "Stored events the detection loop has not examined yet (0 when it keeps up; "
+            "a growing value means incidents open late).",
+            (),
+            lambda: {(): float(runner.backlog())},
+        )
     if core.actions is not None:
         actions = core.actions
         metrics.probe(

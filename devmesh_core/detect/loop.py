@@ -172,6 +172,19 @@ class DetectionRunner:
                 self.watermark = int(saved["watermark"]) if saved else max_event_id(self.core)
             return self.watermark
 
+    def backlog(self) -> int:
+        """Stored events past the last one examined: how far detection is behind ingest
+        (counted in row ids; MariaDB can skip ids, so there it is an upper bound).
+
+        Read from another thread (the metrics scrape) without the pass lock, which a pass
+        holds throughout; the watermark advances after each chunk, so a long pass shows
+        its progress. 0 before the first pass.
+        """
+        examined = self.watermark
+        if examined < 0:
+            return 0
+        return max(0, max_event_id(self.core) - examined)
+
     def run_pass(self, now: datetime | None = None) -> PassResult:
         self.start_watermark()
         with self._lock:

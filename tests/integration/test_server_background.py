@@ -70,6 +70,12 @@ def test_runbook_trigger_opens_an_incident_and_metrics_count_it(tmp_path: Path) 
 
             incidents = _wait(disk_incident)
             assert isinstance(incidents, list) and len(incidents) == 1
+            # Detection has examined both stored events (the gauge is 0 once it keeps up).
+            _wait(
+                lambda: (
+                    _metric(client.get("/metrics").text, "devmesh_detection_backlog_events") == 0
+                )
+            )
 
             text = client.get("/metrics").text
             assert _metric(text, "devmesh_ingest_events_total", outcome="accepted") == 2
