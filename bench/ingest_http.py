@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import re
 import socket
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ from typing import Any
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -225,11 +225,17 @@ def run_once(args: argparse.Namespace, bodies: list[bytes], mode: str) -> float:
     if not args.no_detect:
         # A detection loop that falls behind does its work after the load, not during it:
         # the rates of two modes compare fairly only with their backlogs beside them.
-        backlog = re.search(r"^devmesh_detection_backlog_events (\S+)$", metrics, re.M)
+        backlog = next(
+            (
+                f"{sample.value:,.0f}"
+                for family in text_string_to_metric_families(metrics)
+                for sample in family.samples
+                if sample.name == "devmesh_detection_backlog_events"
+            ),
+            "?",
+        )
         print(
-            f"  ({mode}: detection had "
-            f"{'?' if backlog is None else f'{float(backlog.group(1)):,.0f}'} "
-            "events left to examine when the load ended)",
+            f"  ({mode}: detection had {backlog} events left to examine when the load ended)",
             flush=True,
         )
     return accepted / elapsed
